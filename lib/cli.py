@@ -1,0 +1,66 @@
+"""`reranker-studio` command line: one subcommand per step, each a thin caller of `lib`.
+
+Every subcommand takes `--workspace DIR` (else $RERANKER_STUDIO_HOME, else ./workspace) and most
+take `--json` for machine-readable output. Feature modules register their own subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+
+from lib.workspace import Workspace, resolve_workspace
+
+# Each module defines `register(subparsers, common: argparse.ArgumentParser) -> None` and sets
+# `func(args, ws) -> int` as the default of each parser it adds.
+COMMAND_MODULES = [
+    "lib.cli_data",
+]
+
+
+def common_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--workspace",
+        default=argparse.SUPPRESS,
+        help="workspace directory (default: $RERANKER_STUDIO_HOME or ./workspace)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_parser()
+    parser = argparse.ArgumentParser(
+        prog="reranker-studio",
+        description="Fine-tune a cross-encoder reranker on your own labelled data.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=None, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ws = resolve_workspace(getattr(args, "workspace", None))
+    func: Callable[[argparse.Namespace, Workspace], int] = args.func
+    try:
+        return int(func(args, ws) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, LookupError, FileNotFoundError, RuntimeError) as exc:
+        if getattr(args, "json", False):
+            print_json({"error": str(exc), "type": type(exc).__name__})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,38 @@
+"""A tiny BERT cross-encoder built locally, so tests and demos run in seconds with no hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_cross_encoder(out_dir: str | Path, seed: int = 0, max_length: int = 128) -> Path:
+    """2 layers, hidden 32, the bundled MiniLM vocabulary; saved as a loadable CrossEncoder."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from lib.models import default_model_path
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), use_fast=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max(512, max_length),
+        num_labels=1,
+    )
+    tmp = out.with_name(out.name + ".hf")
+    BertForSequenceClassification(config).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    model = CrossEncoder(str(tmp), num_labels=1, max_length=max_length, local_files_only=True)
+    model.save(str(out))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
