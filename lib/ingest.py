@@ -93,16 +93,68 @@ def _open_binary(path: Path):
     return open(path, "rb")
 
 
-def file_content_hash(path: Path) -> str:
-    """sha256 of the decompressed content: the same rows gzipped or not are the same dataset."""
+@dataclass
+class FileScan:
+    """What one cheap pass over the bytes tells us before parsing anything."""
+
+    content_hash: str
+    n_lines: int  # physical lines, counting a last line without a newline
+    max_line_bytes: int
+    strict_json_suspect: bool  # NaN/Infinity/trailing-comma tokens somewhere in the file
+
+
+# DuckDB's and Arrow's JSON parsers accept these; Python's strict parser (and the JSON spec) do
+# not. Arrow rejects trailing commas itself, so only these send a file down the careful path.
+_SUSPECT_TOKENS = (b"NaN", b"Infinity")
+
+
+def _has_token(arr: np.ndarray, token: bytes) -> bool:
+    """Vectorised substring test: candidates at the first byte, narrowed byte by byte."""
+    n = len(token)
+    if len(arr) < n:
+        return False
+    cand = np.flatnonzero(arr[: len(arr) - n + 1] == token[0])
+    for k in range(1, n):
+        if not len(cand):
+            return False
+        cand = cand[arr[cand + k] == token[k]]
+    return bool(len(cand))
+
+
+def scan_file(path: Path) -> FileScan:
+    """sha256 of the decompressed content (gzipped or not, same rows = same dataset), line stats."""
     h = hashlib.sha256()
+    n_lines = max_len = 0
+    since_nl = 0  # bytes since the last newline
+    suspect = False
+    tail = b""
     with _open_binary(path) as fh:
         try:
             while block := fh.read(8 << 20):
                 h.update(block)
+                arr = np.frombuffer(block, dtype=np.uint8)
+                if not suspect:
+                    seam = np.frombuffer(tail + block[:8], dtype=np.uint8)  # across blocks
+                    suspect = any(
+                        _has_token(a, tok) for tok in _SUSPECT_TOKENS for a in (arr, seam)
+                    )
+                    tail = block[-8:]
+                nl = np.flatnonzero(arr == 10)
+                if len(nl):
+                    first = since_nl + int(nl[0])
+                    inner = int(np.diff(nl).max()) - 1 if len(nl) > 1 else 0
+                    max_len = max(max_len, first, inner)
+                    since_nl = len(block) - int(nl[-1]) - 1
+                    n_lines += len(nl)
+                else:
+                    since_nl += len(block)
+                    max_len = max(max_len, since_nl)
         except (OSError, EOFError) as exc:
             raise IngestFormatError(f"{path}: cannot read compressed data: {exc}") from exc
-    return h.hexdigest()
+    if since_nl:
+        n_lines += 1
+        max_len = max(max_len, since_nl)
+    return FileScan(h.hexdigest(), n_lines, max_len, suspect)
 
 
 def sniff_format(path: Path) -> None:
@@ -422,7 +474,8 @@ def ingest_file(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     sniff_format(path)
-    content_hash = file_content_hash(path)
+    scan = scan_file(path)
+    content_hash = scan.content_hash
     dataset_id = "ds-" + content_hash[:12]
     total = path.stat().st_size
 
@@ -435,8 +488,12 @@ def ingest_file(
         final_name = _choose_name(con, name, path)
         con.execute(f"SET temp_directory = '{ws.cache_dir / 'duckdb_tmp'}'")
         with db.transaction(con):
-            report = _load(con, path, dataset_id, final_name, max_line_bytes, chunk_bytes,
-                           progress, total)
+            report = None
+            if not scan.strict_json_suspect and scan.max_line_bytes <= max_line_bytes:
+                report = _load_clean(con, path, dataset_id, final_name, scan, max_line_bytes)
+            if report is None:
+                report = _load(con, path, dataset_id, final_name, max_line_bytes, chunk_bytes,
+                               progress, total)
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, current_timestamp, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, ?, ?)",
@@ -469,6 +526,112 @@ def _choose_name(con: duckdb.DuckDBPyConnection, name: str | None, path: Path) -
     return chosen
 
 
+def _reset_staged_fields(con: duckdb.DuckDBPyConnection) -> None:
+    """Which input field fed each column, counted while loading (shown as the field map)."""
+    con.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_fields (field VARCHAR, kind VARCHAR, n BIGINT)"
+    )
+    con.execute("DELETE FROM staged_fields")
+
+
+_TEXT_FIELDS = (*QUERY_FIELDS, *DOCUMENT_FIELDS, "query_id", "doc_id", "split")
+_CLEAN_SCHEMA = pa.schema(
+    [pa.field(f, pa.string()) for f in _TEXT_FIELDS]
+    + [pa.field(f, pa.float64()) for f in LABEL_FIELDS]
+)
+
+
+def _coalesce(fields: tuple[str, ...]) -> str:
+    return "coalesce(" + ", ".join(f'"{f}"' for f in fields) + ")"
+
+
+def _first_name(fields: tuple[str, ...]) -> str:
+    return "CASE " + " ".join(f"WHEN \"{f}\" IS NOT NULL THEN '{f}'" for f in fields) + " END"
+
+
+_CLEAN_ROWS_SQL = f"""
+SELECT line,
+    {_coalesce(QUERY_FIELDS)} AS query, {_first_name(QUERY_FIELDS)} AS q_field,
+    {_coalesce(DOCUMENT_FIELDS)} AS document, {_first_name(DOCUMENT_FIELDS)} AS d_field,
+    {_coalesce(LABEL_FIELDS)} AS l_num, {_first_name(LABEL_FIELDS)} AS l_field,
+    query_id, doc_id, lower(trim(split)) AS split_text
+FROM clean
+"""
+_CLEAN_BAD = f"""
+    query IS NULL OR trim(query) = '' OR document IS NULL OR trim(document) = ''
+    OR l_num IS NULL OR isnan(l_num) OR isinf(l_num) OR l_num <> floor(l_num)
+    OR l_num < 0 OR l_num > {MAX_LABEL}
+    OR trim(query_id) = '' OR trim(doc_id) = ''
+    OR (split_text IS NOT NULL AND split_text NOT IN {tuple(SPLIT_ALIASES)!r})
+"""
+
+
+def _load_clean(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    dataset_id: str,
+    name: str,
+    scan: FileScan,
+    max_line_bytes: int,
+) -> IngestReport | None:
+    """Fast path for a file where every line is a valid row: Arrow's parallel JSON reader.
+
+    Returns None at the first sign of anything unusual (a parse or type error, a skipped blank
+    line, any invalid row), and the careful line-by-line path takes over with exact reasons.
+    """
+    import pyarrow.json as pj
+
+    compression = "gzip" if _is_gzip(path) else None
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            table = pj.read_json(
+                stream,
+                read_options=pj.ReadOptions(block_size=max(4 << 20, 2 * max_line_bytes)),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=_CLEAN_SCHEMA, unexpected_field_behavior="ignore"
+                ),
+            )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
+        return None
+    if table.num_rows != scan.n_lines or table.num_rows == 0:
+        return None  # blank or non-object lines were skipped: line numbers would not align
+    table = table.append_column("line", pa.array(np.arange(1, table.num_rows + 1)))
+    con.register("clean", table)
+    try:
+        inserted = con.execute(
+            f"""
+            INSERT INTO pairs
+            SELECT ?, line,
+                CASE WHEN query_id IS NULL THEN 'q-' || left(md5(query), 16)
+                     ELSE trim(query_id) END,
+                CASE WHEN doc_id IS NULL THEN 'd-' || left(md5(document), 16)
+                     ELSE trim(doc_id) END,
+                query, document, CAST(l_num AS INTEGER),
+                CASE split_text {_SPLIT_CASES} END
+            FROM ({_CLEAN_ROWS_SQL}) WHERE NOT ({_CLEAN_BAD})
+            """,
+            [dataset_id],
+        ).fetchall()[0][0]
+        if inserted != table.num_rows:  # some row needs a reason: the careful path gives it
+            con.execute("DELETE FROM pairs WHERE dataset_id = ?", [dataset_id])
+            return None
+        _reset_staged_fields(con)
+        con.execute(
+            "INSERT INTO staged_fields SELECT f, k, count(*) FROM ("
+            " SELECT unnest([q_field, d_field, l_field]) AS f,"
+            "        unnest(['query', 'document', 'label']) AS k"
+            f" FROM ({_CLEAN_ROWS_SQL})) GROUP BY f, k"
+        )
+    finally:
+        con.unregister("clean")
+    return _finish(con, dataset_id, name, table.num_rows, 0)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def _load(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -479,10 +642,7 @@ def _load(
     progress: ProgressFn | None,
     total: int,
 ) -> IngestReport:
-    con.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_fields (field VARCHAR, kind VARCHAR, n BIGINT)"
-    )
-    con.execute("DELETE FROM staged_fields")
+    _reset_staged_fields(con)
     lines_read = blank = 0
     with open(path, "rb") as raw_fh:
         fh = gzip.open(raw_fh, "rb") if raw_fh.read(2) == b"\x1f\x8b" else raw_fh
@@ -526,15 +686,24 @@ def _load(
         except (OSError, EOFError) as exc:
             raise IngestFormatError(f"{path}: cannot read the file: {exc}") from exc
 
-    duplicates = con.execute(
+    return _finish(con, dataset_id, name, lines_read, blank)
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection, dataset_id: str, name: str, lines_read: int, blank: int
+) -> IngestReport:
+    """Drop exact duplicate rows (keeping the first), count, and build the report."""
+    n_rows, n_distinct_hashes = con.execute(
+        "SELECT count(*), count(DISTINCT hash(query_id, doc_id, query, document, label,"
+        " split_hint)) FROM pairs WHERE dataset_id = ?",
+        [dataset_id],
+    ).fetchall()[0]
+    # all hashes distinct means all rows distinct; otherwise compare the rows themselves
+    duplicates = 0 if n_rows == n_distinct_hashes else con.execute(
         """
-        DELETE FROM pairs WHERE dataset_id = $ds AND line IN (
-            SELECT line FROM (
-                SELECT line, row_number() OVER (
-                    PARTITION BY query_id, doc_id, query, document, label, split_hint
-                    ORDER BY line) AS rn
-                FROM pairs WHERE dataset_id = $ds)
-            WHERE rn > 1)
+        DELETE FROM pairs WHERE dataset_id = $ds AND line NOT IN (
+            SELECT min(line) FROM pairs WHERE dataset_id = $ds
+            GROUP BY query_id, doc_id, query, document, label, split_hint)
         """,
         {"ds": dataset_id},
     ).fetchone()[0]

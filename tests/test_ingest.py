@@ -197,3 +197,34 @@ def test_truncated_mid_line_file_keeps_complete_rows(workspace, tmp_path):
     assert report.accepted == 1
     assert [(e.line, e.field) for e in report.errors] == [(2, "line")]
     assert report.errors[0].message.startswith("invalid JSON")
+
+
+def test_nan_in_an_unused_field_still_rejects_the_line(workspace, tmp_path):
+    path = write_lines(tmp_path / "n.jsonl", [
+        json.dumps(GOOD), '{"query": "q", "document": "d", "label": 1, "extra": NaN}'])
+    report = ingest_file(workspace, path)
+    assert report.accepted == 1
+    assert [(e.line, e.field) for e in report.errors] == [(2, "line")]
+    assert "NaN" in report.errors[0].message
+
+
+def test_fast_and_careful_paths_store_the_same_rows(workspace, tmp_path):
+    rows = [json.dumps({"query_id": f"q{i % 7}", "query": f"query {i % 7}", "doc_id": f"d{i}",
+                        "document": f"document number {i}", "label": i % 5,
+                        **({"split": "test"} if i % 7 == 0 else {})}) for i in range(300)]
+    rows.append(rows[5])  # one exact duplicate
+    clean = write_lines(tmp_path / "clean.jsonl", rows)
+    with_blank = write_lines(tmp_path / "blank.jsonl", [*rows, ""])  # forces the careful path
+    a = ingest_file(workspace, clean)
+    b = ingest_file(workspace, with_blank)
+    assert (a.accepted, a.duplicates, a.blank) == (300, 1, 0)
+    assert (b.accepted, b.duplicates, b.blank) == (300, 1, 1)
+    with db.connect(workspace) as con:
+        got = [
+            con.execute(
+                "SELECT line, query_id, doc_id, query, document, label, split_hint FROM pairs "
+                "WHERE dataset_id = ? ORDER BY line", [ds]).fetchall()
+            for ds in (a.dataset_id, b.dataset_id)
+        ]
+    assert got[0] == got[1]
+    assert got[0][0] == (1, "q0", "d0", "query 0", "document number 0", 0, "test")
