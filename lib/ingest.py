@@ -490,7 +490,10 @@ def ingest_file(
         with db.transaction(con):
             report = None
             if not scan.strict_json_suspect and scan.max_line_bytes <= max_line_bytes:
-                report = _load_clean(con, path, dataset_id, final_name, scan, max_line_bytes)
+                report = _load_clean(
+                    con, path, dataset_id, final_name, scan, max_line_bytes, progress, total,
+                    piece_bytes=2 * chunk_bytes,
+                )
             if report is None:
                 report = _load(con, path, dataset_id, final_name, max_line_bytes, chunk_bytes,
                                progress, total)
@@ -573,29 +576,74 @@ def _load_clean(
     name: str,
     scan: FileScan,
     max_line_bytes: int,
+    progress: ProgressFn | None = None,
+    total: int = 0,
+    piece_bytes: int = 64 << 20,
 ) -> IngestReport | None:
     """Fast path for a file where every line is a valid row: Arrow's parallel JSON reader.
 
+    The file goes through in pieces cut at line ends, so memory stays bounded whatever its size.
     Returns None at the first sign of anything unusual (a parse or type error, a skipped blank
     line, any invalid row), and the careful line-by-line path takes over with exact reasons.
     """
+    _reset_staged_fields(con)
+    lines_done = 0
+    with open(path, "rb") as raw_fh:
+        fh = gzip.open(raw_fh, "rb") if _is_gzip(path) else raw_fh
+        for piece in _iter_pieces(fh, piece_bytes):
+            n_lines = piece.count(b"\n")
+            ok = _insert_clean_piece(con, piece, dataset_id, lines_done, n_lines, max_line_bytes)
+            if not ok:
+                con.execute("DELETE FROM pairs WHERE dataset_id = ?", [dataset_id])
+                return None
+            lines_done += n_lines
+            if progress:
+                progress(min(raw_fh.tell(), total), total)
+    if lines_done != scan.n_lines or lines_done == 0:
+        con.execute("DELETE FROM pairs WHERE dataset_id = ?", [dataset_id])
+        return None
+    return _finish(con, dataset_id, name, lines_done, 0)
+
+
+def _iter_pieces(fh, piece_bytes: int) -> Iterator[bytes]:
+    """Big byte pieces, each ending with a newline (one is added after a last unended line)."""
+    carry = b""
+    while block := fh.read(piece_bytes):
+        buf = carry + block
+        cut = buf.rfind(b"\n") + 1
+        carry = buf[cut:]
+        if cut:
+            yield buf[:cut]
+    if carry:
+        yield carry + b"\n"
+
+
+def _insert_clean_piece(
+    con: duckdb.DuckDBPyConnection,
+    piece: bytes,
+    dataset_id: str,
+    first_line: int,
+    n_lines: int,
+    max_line_bytes: int,
+) -> bool:
     import pyarrow.json as pj
 
-    compression = "gzip" if _is_gzip(path) else None
+    if piece.startswith(b"\xef\xbb\xbf"):
+        piece = piece[3:]
     try:
-        with pa.input_stream(str(path), compression=compression) as stream:
-            table = pj.read_json(
-                stream,
-                read_options=pj.ReadOptions(block_size=max(4 << 20, 2 * max_line_bytes)),
-                parse_options=pj.ParseOptions(
-                    explicit_schema=_CLEAN_SCHEMA, unexpected_field_behavior="ignore"
-                ),
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
-        return None
-    if table.num_rows != scan.n_lines or table.num_rows == 0:
-        return None  # blank or non-object lines were skipped: line numbers would not align
-    table = table.append_column("line", pa.array(np.arange(1, table.num_rows + 1)))
+        table = pj.read_json(
+            pa.BufferReader(piece),
+            read_options=pj.ReadOptions(block_size=max(4 << 20, 2 * max_line_bytes)),
+            parse_options=pj.ParseOptions(
+                explicit_schema=_CLEAN_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        return False
+    if table.num_rows != n_lines:
+        return False  # blank or non-object lines were skipped: line numbers would not align
+    lines = np.arange(first_line + 1, first_line + n_lines + 1)
+    table = table.append_column("line", pa.array(lines))
     con.register("clean", table)
     try:
         inserted = con.execute(
@@ -612,10 +660,8 @@ def _load_clean(
             """,
             [dataset_id],
         ).fetchall()[0][0]
-        if inserted != table.num_rows:  # some row needs a reason: the careful path gives it
-            con.execute("DELETE FROM pairs WHERE dataset_id = ?", [dataset_id])
-            return None
-        _reset_staged_fields(con)
+        if inserted != n_lines:  # some row needs a reason: the careful path gives it
+            return False
         con.execute(
             "INSERT INTO staged_fields SELECT f, k, count(*) FROM ("
             " SELECT unnest([q_field, d_field, l_field]) AS f,"
@@ -624,7 +670,7 @@ def _load_clean(
         )
     finally:
         con.unregister("clean")
-    return _finish(con, dataset_id, name, table.num_rows, 0)
+    return True
 
 
 def _is_gzip(path: Path) -> bool:
