@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib.auth import configured_hash, verify_password
 from lib.bootstrap import first_start
 from lib.metrics import configure_numba_cache
 from lib.workspace import resolve_workspace
@@ -12,6 +13,18 @@ st.set_page_config(page_title="Reranker Studio", page_icon=":material/sort:", la
 
 ws = resolve_workspace()
 configure_numba_cache(ws.cache_dir / "numba")
+
+_hash = configured_hash(ws)
+if _hash and not st.session_state.get("authenticated"):
+    st.title("Reranker Studio")
+    with st.form("login"):
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in"):
+            if verify_password(password, _hash):
+                st.session_state["authenticated"] = True
+                st.rerun()
+            st.error("Wrong password.")
+    st.stop()
 
 
 @st.cache_resource(show_spinner="First start: loading the Cranfield demo dataset...")

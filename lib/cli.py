@@ -18,6 +18,7 @@ from lib.workspace import Workspace, resolve_workspace
 # `func(args, ws) -> int` as the default of each parser it adds.
 COMMAND_MODULES = [
     "lib.cli_data",
+    "lib.cli_admin",
 ]
 
 

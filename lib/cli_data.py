@@ -190,5 +190,13 @@ def cmd_app(args, ws: Workspace) -> int:
         "--server.address", args.host, "--server.port", str(args.port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]
+    from lib.auth import configured_hash
+
+    if args.host not in {"127.0.0.1", "localhost", "::1"} and not configured_hash(ws):
+        print(
+            f"warning: serving on {args.host} to the network WITHOUT a password; "
+            "run `reranker-studio set-password` first for a shared server",
+            file=sys.stderr,
+        )
     print(f"Reranker Studio on http://{args.host}:{args.port}  (workspace {ws.root})")
     return subprocess.call(cmd, env=env)
