@@ -465,11 +465,16 @@ def ingest_file(
     name: str | None = None,
     *,
     source: str | None = None,
+    name_hint: str | None = None,
     progress: ProgressFn | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> IngestReport:
-    """Validate and store `path` as a dataset; all-or-nothing, so a crash leaves no half dataset."""
+    """Validate and store `path` as a dataset; all-or-nothing, so a crash leaves no half dataset.
+
+    `name_hint` is the file name the user knows (an upload is stored under a hashed name), used
+    for the default dataset name when `name` is not given.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -485,7 +490,7 @@ def ingest_file(
         ).fetchone()
         if existing:
             return _existing_report(con, existing[0])
-        final_name = _choose_name(con, name, path)
+        final_name = _choose_name(con, name, Path(name_hint) if name_hint else path)
         con.execute(f"SET temp_directory = '{ws.cache_dir / 'duckdb_tmp'}'")
         with db.transaction(con):
             report = None

@@ -54,7 +54,7 @@ if go:
             bar.progress(min(done / total, 1.0) if total else 1.0, text=f"Reading {done:,} bytes")
 
         report = ingest.ingest_file(
-            ws, target, name or None, source=default_name, progress=show
+            ws, target, name or None, source=default_name, name_hint=default_name, progress=show
         )
         bar.empty()
         st.session_state["last_report"] = report
