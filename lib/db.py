@@ -6,6 +6,7 @@ write between them; the training worker never writes here at all (it writes file
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import duckdb
 
 from lib.workspace import Workspace
 
-LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_S = float(os.environ.get("RERANKER_STUDIO_LOCK_TIMEOUT", "30"))
 
 
 class DatabaseLockedError(RuntimeError):
@@ -80,11 +81,11 @@ _migrated: set[str] = set()
 
 @contextmanager
 def connect(
-    ws: Workspace, timeout_s: float = LOCK_TIMEOUT_S
+    ws: Workspace, timeout_s: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the workspace database (migrated), yield it, always close it."""
     path = str(ws.db_path)
-    con = _open(path, timeout_s)
+    con = _open(path, LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
     try:
         if path not in _migrated:
             migrate(con)
