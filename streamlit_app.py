@@ -37,5 +37,6 @@ _first_start(str(ws.root))
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
 ]
 st.navigation(PAGES).run()

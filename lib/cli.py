@@ -19,6 +19,7 @@ from lib.workspace import Workspace, resolve_workspace
 COMMAND_MODULES = [
     "lib.cli_data",
     "lib.cli_admin",
+    "lib.cli_checks",
 ]
 
 
