@@ -57,8 +57,13 @@ def list_datasets(ws: Workspace) -> pd.DataFrame:
         ).df()
 
 
+# Derived from the dataset and cheap to rebuild: deleted with it. Training runs and evaluations
+# are the user's work and keep their own copies of what they need: they stay.
+_DERIVED_TABLES = ("check_cache", "check_runs")
+
+
 def delete_dataset(ws: Workspace, id_or_name: str) -> Dataset:
-    """Remove a dataset with its pairs, errors and splits, in one transaction."""
+    """Remove a dataset with its pairs, errors, splits and cached checks, in one transaction."""
     with db.connect(ws) as con:
         ds = resolve_dataset(con, id_or_name)
         with db.transaction(con):
@@ -67,7 +72,7 @@ def delete_dataset(ws: Workspace, id_or_name: str) -> Dataset:
                 "(SELECT split_id FROM splits WHERE dataset_id = ?)",
                 [ds.dataset_id],
             )
-            for table in ("splits", "pairs", "ingest_errors", "datasets"):
+            for table in (*_DERIVED_TABLES, "splits", "pairs", "ingest_errors", "datasets"):
                 con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [ds.dataset_id])
     return ds
 

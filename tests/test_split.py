@@ -55,3 +55,22 @@ def test_make_split_on_dataset_honours_split_field(workspace, tmp_path):
     assert (per_query == 1).all()
     assert set(df[df["query_id"].isin(["q0", "q1", "q2"])]["split"]) == {"test"}
     assert sum(c["pairs"] for c in s1.counts.values()) == 90
+
+
+def test_delete_dataset_removes_its_rows_and_cached_checks(workspace, tmp_path):
+    from lib import db
+    from lib.checks import run_checks
+    from lib.datasets import delete_dataset
+
+    rows = [json.dumps({"query": f"q{i}", "document": f"d{i}", "label": i % 2}) for i in range(20)]
+    path = tmp_path / "del.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    ds = ingest_file(workspace, path)
+    make_split(workspace, ds.name)
+    run_checks(workspace, ds.name, truncation=False)
+    with db.connect(workspace) as con:
+        assert con.execute("SELECT count(*) FROM check_cache").fetchall()[0][0] > 0
+    delete_dataset(workspace, ds.name)
+    with db.connect(workspace) as con:
+        for table in ("datasets", "pairs", "splits", "check_cache", "check_runs"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == 0, table
