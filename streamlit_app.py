@@ -38,5 +38,7 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
     st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
 ]
 st.navigation(PAGES).run()

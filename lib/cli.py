@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "lib.cli_data",
     "lib.cli_admin",
     "lib.cli_checks",
+    "lib.cli_train",
+    "lib.cli_sweep",
 ]
 
 

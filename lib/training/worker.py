@@ -1,0 +1,354 @@
+"""The training worker: `python -m lib.training.worker RUN_DIR [--resume]`.
+
+Runs detached from the app (its own session, output to RUN_DIR/worker.log). It reads only the run
+directory (config.json, data/*.jsonl exported by the launcher) and writes only files there:
+status.json, progress.jsonl, checkpoints and model/. It never opens the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lib.training import runfiles
+from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _log(msg: str) -> None:
+    if _rank() == 0:
+        print(f"[{runfiles.now_iso()}] {msg}", flush=True)
+
+
+def resolve_device(cfg: TrainConfig) -> tuple[str, str]:
+    """(device, precision): bf16 on GPUs that support it, else fp16; always fp32 on CPU."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_cuda:
+        raise RuntimeError("device 'cuda' was asked for but no GPU is visible to the worker")
+    device = "cuda" if has_cuda and cfg.device != "cpu" else "cpu"
+    if device == "cpu":
+        return device, "fp32"
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if cfg.precision == "auto":
+        return device, "bf16" if bf16_ok else "fp16"
+    if cfg.precision == "bf16" and not bf16_ok:
+        _log("this GPU does not support bf16: using fp16")
+        return device, "fp16"
+    return device, cfg.precision
+
+
+def load_pairs(path: Path):
+    import pandas as pd
+
+    frame = pd.read_json(path, lines=True, dtype={"query_id": str, "doc_id": str})
+    if frame.empty:
+        return pd.DataFrame(columns=["query_id", "doc_id", "query", "document", "label"])
+    return frame
+
+
+def build_train_dataset(train, cfg: TrainConfig, max_label: int):
+    """Columns in the loss's order: (query, document, label) pointwise, or per query
+    (query, [documents], [labels]) for a listwise loss."""
+    from datasets import Dataset
+
+    if cfg.listwise:
+        grouped = train.groupby("query_id", sort=False)
+        return Dataset.from_dict({
+            "query": [g["query"].iloc[0] for _, g in grouped],
+            "docs": [list(g["document"]) for _, g in grouped],
+            "labels": [[float(x) for x in g["label"]] for _, g in grouped],
+        })
+    scale = float(max(1, max_label))
+    return Dataset.from_dict({
+        "query": list(train["query"]),
+        "document": list(train["document"]),
+        "label": [float(x) / scale for x in train["label"]],
+    })
+
+
+def build_loss(model, cfg: TrainConfig):
+    import torch
+    from sentence_transformers.cross_encoder import losses
+
+    if cfg.loss == "lambda":
+        return losses.LambdaLoss(model)
+    if cfg.loss == "listnet":
+        return losses.ListNetLoss(model)
+    pos_weight = torch.tensor(cfg.pos_weight) if cfg.pos_weight is not None else None
+    return losses.BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
+
+
+def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: str,
+                       resume: bool):
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+
+    from lib.training.callbacks import BEST_METRIC_KEY
+
+    return CrossEncoderTrainingArguments(
+        output_dir=str(run_dir),
+        run_name=run_dir.name,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup,  # a float below 1 is a fraction of the steps
+        weight_decay=cfg.weight_decay,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        seed=cfg.seed,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        eval_on_start=not resume,  # the untrained starting point, once
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,  # equal to eval_steps, as load_best_model_at_end needs
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=BEST_METRIC_KEY,
+        greater_is_better=True,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        # every parameter of a cross-encoder gets a gradient; the default (search for unused
+        # ones) makes DDP fail with "Expected to mark a variable ready only once"
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _best_from_progress(run_dir: Path, best_step: int | None) -> tuple[dict, dict]:
+    """(start metrics at step 0, metrics at the best step) from the eval records."""
+    evals = [r for r in runfiles.read_progress(run_dir) if r.get("kind") == "eval"]
+    start = next((r for r in evals if r.get("step") == 0), None)
+    best = None
+    if best_step is not None:
+        best = next((r for r in reversed(evals) if r.get("step") == best_step), None)
+    def pick(r: dict | None) -> dict:
+        if not r:
+            return {}
+        return {k: r.get(k) for k in ("ndcg@10", "mrr@10", "step", "n_queries")}
+
+    return pick(start), pick(best)
+
+
+def write_model_card(model_dir: Path, meta: dict, cfg: TrainConfig, start: dict, best: dict,
+                     precision: str, device: str) -> None:
+    """Append what we measured to the sentence-transformers model card (README.md)."""
+    card = model_dir / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    section = f"""
+
+## Reranker Studio training record
+
+| | NDCG@10 | MRR@10 |
+|---|---|---|
+| validation, untrained start (step 0) | {fmt(start.get("ndcg@10"))} | {fmt(start.get("mrr@10"))} |
+| validation, this model (step {best.get("step", "n/a")}) | {fmt(best.get("ndcg@10"))} | \
+{fmt(best.get("mrr@10"))} |
+
+Validation: {best.get("n_queries") or start.get("n_queries") or "?"} queries of dataset
+`{meta.get("dataset_name")}` (split `{meta.get("split_id")}`), each query's labelled candidates
+re-ranked; metrics by `lib.metrics.evaluate_rankings` (ranx), graded NDCG, MRR at label >= 1.
+Base model `{cfg.base_model}`; loss `{cfg.loss}`; learning rate {cfg.learning_rate:g}; batch
+{cfg.batch_size}; epochs {cfg.epochs}; max length {cfg.max_length}; {precision} on {device};
+{meta.get("train_pairs")} training pairs ({meta.get("train_queries")} queries).
+
+```python
+from sentence_transformers.cross_encoder import CrossEncoder
+CrossEncoder("{model_dir}").predict([("query text", "document text")])
+```
+"""
+    card.write_text(text + section, encoding="utf-8")
+
+
+def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
+    cfg = read_config(run_dir)
+    meta = runfiles.read_json(run_dir / runfiles.DATA / "meta.json") or {}
+    rank0 = _rank() == 0
+    t_wall = time.time()
+    if rank0:
+        runfiles.update_status(
+            run_dir, state=runfiles.RUNNING, pid=os.getpid(), error=None, log_tail=None,
+            advice=None, resumed=resume,
+            **({"resumed_at": runfiles.now_iso()} if resume
+               else {"started_at": runfiles.now_iso()}),
+        )
+    _log(f"run {run_dir.name}: loading libraries")
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from lib.models import load_cross_encoder, model_max_length, resolve_model
+    from lib.training.callbacks import (
+        GracefulStopCallback,
+        ProgressCallback,
+        RankingEvaluator,
+    )
+
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()  # the log is a file: no carriage-return bars in it
+    set_seed(cfg.seed)
+    device, precision = resolve_device(cfg)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    model_device = f"cuda:{local_rank}" if device == "cuda" else "cpu"
+    shown_device = model_device if world == 1 else f"{world} x {device} (DDP)"
+    if rank0:
+        runfiles.update_status(run_dir, device=shown_device, precision=precision)
+    ref = resolve_model(cfg.base_model)
+    positions = model_max_length(ref)
+    max_length = min(cfg.max_length, positions) if positions else cfg.max_length
+    train_df = load_pairs(run_dir / runfiles.DATA / "train.jsonl")
+    val_df = load_pairs(run_dir / runfiles.DATA / "validation.jsonl")
+    if train_df.empty or val_df.empty:
+        raise RuntimeError(f"{run_dir / runfiles.DATA}: the train or validation file is empty")
+    max_label = int(meta.get("max_label") or train_df["label"].max() or 1)
+    _log(f"loading {ref.label} (max length {max_length}) on {model_device}, {precision}")
+    model = load_cross_encoder(ref, max_length=max_length, device=model_device,
+                               trust_remote_code=cfg.trust_remote_code)
+    dataset = build_train_dataset(train_df, cfg, max_label)
+    evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
+    samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
+    progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
+        "device": shown_device,
+        "precision": precision, "train_rows": len(dataset), "train_pairs": len(train_df),
+        "validation_pairs": len(val_df), "validation_queries": int(val_df["query_id"].nunique()),
+        "resumed": resume, "max_length": max_length, "world_size": world,
+    })
+    stopper = GracefulStopCallback(flag)
+    callbacks = [progress, stopper]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    args = training_arguments(cfg, run_dir, precision, device, resume)
+    trainer = CrossEncoderTrainer(
+        model=model, args=args, train_dataset=dataset, loss=build_loss(model, cfg),
+        evaluator=evaluator, callbacks=callbacks,
+    )
+    checkpoint = runfiles.last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        _log("no checkpoint to resume from: starting from step 0")
+        trainer.args.eval_on_start = True
+    if flag.is_set():
+        _log(f"stop requested ({flag.signal_name}) before training began")
+        return _finish(run_dir, runfiles.STOPPED, note="stopped before the first step")
+    if checkpoint is not None:
+        _log(f"resuming from {checkpoint.name} (optimizer, scheduler and step count restored)")
+    _log(f"training {len(dataset)} rows, {cfg.epochs} epoch(s), batch {cfg.batch_size}")
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    state = trainer.state
+    stopped = stopper.stopped_at is not None
+    best_step = state.best_global_step if state.best_model_checkpoint else None
+    start, best = _best_from_progress(run_dir, best_step)
+    # validation and checkpoint writes are timed apart: the rate is the training loop's own
+    train_time = max(1e-9, output.metrics.get("train_runtime", 0.0) - progress.overhead_seconds())
+    samples = (state.global_step - progress.first_step) * samples_per_step
+    result: dict[str, Any] = {
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        "best": best, "start": start, "best_checkpoint": best_step,
+        "train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 2),
+        "validation_seconds": round(evaluator.seconds_total, 2),
+        "checkpoint_seconds": round(progress.save_seconds, 2),
+        "train_samples_per_second": round(samples / train_time, 3),
+        "wall_samples_per_second": output.metrics.get("train_samples_per_second"),
+        "train_loss": output.metrics.get("train_loss"),
+        "device": shown_device, "precision": precision, "max_length": max_length,
+        "peak_gpu_mem_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                            if device == "cuda" else None),
+    }
+    if rank0:
+        model_dir = run_dir / runfiles.MODEL
+        trainer.model.save(str(model_dir))  # the best checkpoint: loaded back at train end
+        write_model_card(model_dir, meta, cfg, start, best, precision, model_device)
+        result["model_path"] = str(model_dir)
+        result["model_is_best"] = best_step is not None
+        _log(f"saved {'best' if best_step is not None else 'last'} model to {model_dir}")
+    try:
+        (run_dir / "eval").rmdir()  # the trainer makes it for evaluator files; ours writes none
+    except OSError:
+        pass
+    state_name = runfiles.STOPPED if stopped else runfiles.FINISHED
+    note = (f"stopped at step {stopper.stopped_at} ({flag.signal_name}); resume continues from "
+            f"checkpoint-{stopper.stopped_at}") if stopped else None
+    if not stopped and state.global_step < state.max_steps:
+        note = (f"early stopping at step {state.global_step} of {state.max_steps}: "
+                f"{cfg.early_stopping_patience} validations without a better NDCG@10")
+    result["wall_seconds"] = round(time.time() - t_wall, 1)
+    return _finish(run_dir, state_name, note=note, **result)
+
+
+def _finish(run_dir: Path, state: str, **fields) -> dict[str, Any]:
+    if _rank() == 0:
+        runfiles.append_progress(run_dir, {"kind": "end", "state": state,
+                                           "step": fields.get("global_step")})
+        runfiles.update_status(run_dir, state=state, finished_at=runfiles.now_iso(), eta_s=0,
+                               **fields)
+        _log(f"{state}: {json.dumps({k: fields.get(k) for k in ('best', 'start', 'note')})}")
+    return {"state": state, **fields}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.training.worker")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run's last checkpoint")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir).resolve()
+    if not (run_dir / runfiles.CONFIG).is_file():
+        print(f"error: {run_dir / runfiles.CONFIG} does not exist", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from lib.training.callbacks import StopFlag
+
+    flag = StopFlag(run_dir)
+    flag.install()
+    try:
+        train(run_dir, args.resume, flag)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)
+        if _rank() == 0:
+            report_failure(run_dir, exc, trace)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def report_failure(run_dir: Path, exc: BaseException, trace: str = "") -> dict[str, Any]:
+    """status.json says failed, why, the log's last lines and, for out-of-memory, what to try."""
+    message = f"{type(exc).__name__}: {exc}"
+    advice = None
+    if is_oom(message + trace):
+        try:
+            advice = oom_suggestion(read_config(run_dir))
+        except Exception:  # noqa: BLE001 - advice is a bonus; the failure is still reported
+            advice = None
+    runfiles.append_progress(run_dir, {"kind": "end", "state": runfiles.FAILED})
+    return runfiles.update_status(
+        run_dir, state=runfiles.FAILED, finished_at=runfiles.now_iso(), eta_s=None,
+        error=message[:2000], log_tail=runfiles.tail(run_dir / runfiles.LOG, 30), advice=advice,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The Train page renders headless, warns about doubtful settings and launches a real run."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from lib.bootstrap import load_demo
+from lib.training import jobs
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "train.py")
+
+
+def test_train_page_renders_presets_and_warns(workspace):
+    load_demo(workspace)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception
+    assert at.title[0].value == "Train"
+    preset = next(s for s in at.selectbox if s.label == "Preset")
+    assert preset.options == ["Guide default", "CPU quick", "GPU full"]
+    assert preset.value == "CPU quick"  # no GPU here
+    assert at.number_input(key="CPU quick:ml").value == 128
+    assert not at.warning
+    at.number_input(key="CPU quick:lr").set_value(1e-4).run()
+    assert any("outside the usual" in w.value for w in at.warning)
+    preset.set_value("Guide default").run()
+    assert at.number_input(key="Guide default:ml").value == 512
+    assert at.number_input(key="Guide default:lr").value == 3e-5
+    assert any(i.value == "No runs yet." for i in at.info)
+
+
+def test_launch_from_the_page_runs_the_worker(workspace, tiny_model):
+    load_demo(workspace)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.text_input(key="CPU quick:model").set_value(str(tiny_model))
+    at.number_input(key="CPU quick:ml").set_value(32)
+    at.number_input(key="CPU quick:mtp").set_value(100)
+    at.number_input(key="CPU quick:es").set_value(1000)
+    at.number_input(key="CPU quick:thr").set_value(1)
+    at.run()
+    next(b for b in at.button if b.label == "Launch").click()
+    at.run()
+    assert not at.exception
+    assert any("queued" in s.value for s in at.success)
+    runs = jobs.list_runs(workspace)
+    assert len(runs) == 1
+    run_id = runs["run_id"].iloc[0]
+    status = jobs.wait_for(workspace, run_id, timeout_s=120)
+    assert status["state"] == "finished", status
+    at = AppTest.from_file(PAGE, default_timeout=90).run()  # a browser refresh: rebuilt from disk
+    assert any(run_id in m.value and "finished" in m.value for m in at.markdown)
+    assert any(d.label == "Download the model (zip)" for d in at.get("download_button"))
