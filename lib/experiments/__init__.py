@@ -1,0 +1,1 @@
+"""Experiments: compare runs, and sweep hyperparameters through the training queue."""

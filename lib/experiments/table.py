@@ -1,0 +1,83 @@
+"""The runs as one flat table (hyperparameters as columns), their curves, and config diffs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from lib import db
+from lib.experiments.grid import SWEEPABLE
+from lib.workspace import Workspace
+
+SHOWN_PARAMS = ("base_model", *SWEEPABLE, "gradient_accumulation", "precision")
+
+
+def runs_table(ws: Workspace) -> pd.DataFrame:
+    """One row per run: status, data, hyperparameters, validation metrics, cost, sweep mode."""
+    with db.connect(ws) as con:
+        df = con.execute(
+            """
+            SELECT r.run_id, r.status, d.name AS dataset, r.split_id, r.config,
+                   r.start_ndcg10, r.best_ndcg10, r.best_mrr10, r.best_step,
+                   r.validation_queries, r.train_pairs, r.train_samples_per_second,
+                   r.device, r.created_at, r.started_at, r.finished_at, r.model_path,
+                   sr.sweep_id, s.quick
+            FROM runs r
+            LEFT JOIN datasets d ON d.dataset_id = r.dataset_id
+            LEFT JOIN sweep_runs sr ON sr.run_id = r.run_id
+            LEFT JOIN sweeps s ON s.sweep_id = sr.sweep_id
+            ORDER BY r.created_at DESC
+            """
+        ).df()
+    if df.empty:
+        return df
+    configs = df.pop("config").map(json.loads)
+    for key in SHOWN_PARAMS:
+        df[key] = configs.map(lambda c, k=key: c.get(k))
+    df["duration_s"] = (df["finished_at"] - df["started_at"]).dt.total_seconds()
+    df["mode"] = df["quick"].map(lambda q: "quick what-if" if q is True else
+                                 ("full" if q is False else "single run"))
+    df["gain_ndcg10"] = df["best_ndcg10"] - df["start_ndcg10"]
+    return df.drop(columns=["quick"])
+
+
+def run_configs(ws: Workspace, run_ids: list[str]) -> dict[str, dict]:
+    with db.connect(ws) as con:
+        rows = con.execute(
+            "SELECT run_id, config FROM runs WHERE list_contains(?, run_id)", [run_ids]
+        ).fetchall()
+    found = {r: json.loads(c) for r, c in rows}
+    return {r: found[r] for r in run_ids if r in found}
+
+
+def config_diff(configs: dict[str, dict], only_differences: bool = True) -> pd.DataFrame:
+    """Keys as rows, runs as columns; with only_differences, rows where any run differs."""
+    keys = sorted({k for c in configs.values() for k in c})
+    frame = pd.DataFrame(
+        {run: [json.dumps(c.get(k)) if isinstance(c.get(k), dict | list) else c.get(k)
+               for k in keys] for run, c in configs.items()},
+        index=pd.Index(keys, name="setting"),
+    )
+    if only_differences and len(configs) > 1:
+        differs = frame.astype(str).nunique(axis=1) > 1
+        frame = frame[differs]
+    return frame
+
+
+def curves(ws: Workspace, run_ids: list[str]) -> pd.DataFrame:
+    """Training loss and validation NDCG@10/MRR@10 per step, for overlaying runs."""
+    with db.connect(ws) as con:
+        return con.execute(
+            "SELECT run_id, kind, step, epoch, loss, ndcg10, mrr10 FROM run_metrics "
+            "WHERE list_contains(?, run_id) AND kind IN ('train', 'eval') "
+            "QUALIFY row_number() OVER (PARTITION BY run_id, kind, step ORDER BY seq DESC) = 1 "
+            "ORDER BY run_id, step", [run_ids]
+        ).df()
+
+
+def best_run(table: pd.DataFrame) -> pd.Series | None:
+    done = table.dropna(subset=["best_ndcg10"])
+    if done.empty:
+        return None
+    return done.loc[done["best_ndcg10"].idxmax()]
