@@ -185,7 +185,16 @@ def _finish(args, run_id: str, status: dict[str, Any]) -> int:
 
 def cmd_train(args, ws: Workspace) -> int:
     cfg = config_from_args(args)
-    created = jobs.create_run(ws, args.dataset, cfg, split_id=args.split)
+    from lib import db
+    from lib.datasets import resolve_dataset
+    from lib.split import active_split_id
+    from lib.training.preflight import check_warnings
+
+    with db.connect(ws) as con:
+        ds = resolve_dataset(con, args.dataset)
+        sid = args.split or active_split_id(con, ds.dataset_id)
+    extra = check_warnings(ws, ds.dataset_id, sid, cfg, gpu_available=bool(jobs.visible_gpus()))
+    created = jobs.create_run(ws, args.dataset, cfg, split_id=args.split, extra_warnings=extra)
     out = sys.stderr if args.json else sys.stdout
     print(f"run {created.run_id}: {created.train_pairs} training pairs "
           f"({created.train_queries} queries), validation {created.validation_queries} queries; "

@@ -22,6 +22,7 @@ from lib.training.config import (
     build_config,
     config_warnings,
 )
+from lib.training.preflight import check_warnings
 from lib.workspace import resolve_workspace
 
 ws = resolve_workspace()
@@ -142,7 +143,9 @@ if problem:
     st.error(problem)
 elif cfg is not None:
     # Findings of the Checks step (leakage, truncation, memory) join these as `extra`.
-    for w in config_warnings(cfg, train_pairs, extra=[], gpu_available=bool(jobs.visible_gpus())):
+    gpus = bool(jobs.visible_gpus())
+    extra = check_warnings(ws, dataset_id, active_split, cfg, gpu_available=gpus)
+    for w in config_warnings(cfg, train_pairs, extra=extra, gpu_available=gpus):
         st.warning(w, icon=":material/warning:")
     with st.expander("This config as YAML (for `reranker-studio train --config FILE`)"):
         import yaml
@@ -155,7 +158,7 @@ go_clicked = st.button("Launch", type="primary", disabled=cfg is None or not act
 # ---- Action --------------------------------------------------------------------------------------
 if go_clicked and cfg is not None:
     try:
-        created = jobs.create_run(ws, dataset_id, cfg)
+        created = jobs.create_run(ws, dataset_id, cfg, extra_warnings=extra)
         jobs.tick(ws)
         st.session_state["train_run"] = created.run_id
         st.success(
