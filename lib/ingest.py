@@ -38,6 +38,7 @@ SPLIT_ALIASES = {
 MAX_LABEL = 4
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 DEFAULT_CHUNK_BYTES = 32 << 20
+INGEST_MEMORY_LIMIT = "768MB"
 ERRORS_IN_REPORT = 100
 RAW_KEPT_BYTES = 10_000
 DETAILED_JSON_ERRORS = 1000  # per chunk: Python's parser explains where the JSON breaks
@@ -492,6 +493,8 @@ def ingest_file(
             return _existing_report(con, existing[0])
         final_name = _choose_name(con, name, Path(name_hint) if name_hint else path)
         con.execute(f"SET temp_directory = '{ws.cache_dir / 'duckdb_tmp'}'")
+        # a big file must not grow the process with it: DuckDB spills past this to temp_directory
+        con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
         with db.transaction(con):
             report = None
             if not scan.strict_json_suspect and scan.max_line_bytes <= max_line_bytes:

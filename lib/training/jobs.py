@@ -320,12 +320,6 @@ def _death_report(run_dir: Path, info: dict[str, Any] | None) -> dict[str, Any]:
         how = f"exit code {rc}"
     else:
         how = "killed, crashed or ran out of memory"
-    if (run_dir / runfiles.STOP).is_file() and rc in (-signal.SIGTERM, -signal.SIGKILL):
-        # a stop asked for before the worker had installed its handler (still importing):
-        # what the user wanted happened; nothing was trained, so resuming starts from step 0
-        return {"state": runfiles.STOPPED, "error": None, "advice": None,
-                "note": f"stopped before training began ({how})", "log_tail": log_tail,
-                "finished_at": runfiles.now_iso(), "eta_s": None}
     error = f"the worker process ended without reporting a result ({how})"
     advice = None
     try:
