@@ -14,6 +14,17 @@ st.set_page_config(page_title="Reranker Studio", page_icon=":material/sort:", la
 ws = resolve_workspace()
 configure_numba_cache(ws.cache_dir / "numba")
 
+
+@st.cache_resource(show_spinner=False)
+def _warm_ranx(cache_dir: str):
+    """ranx's numba JIT (~27 s cold) is paid in a background thread at start, not by a click."""
+    from lib.evaluation.warmup import warm_ranx_in_background
+
+    return warm_ranx_in_background(cache_dir)
+
+
+_warm_ranx(str(ws.cache_dir / "numba"))
+
 _hash = configured_hash(ws)
 if _hash and not st.session_state.get("authenticated"):
     st.title("Reranker Studio")
@@ -39,6 +50,8 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
     st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
+    st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
     st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
 ]
 st.navigation(PAGES).run()

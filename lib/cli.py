@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "lib.cli_checks",
     "lib.cli_train",
     "lib.cli_sweep",
+    "lib.cli_evaluate",
 ]
 
 
