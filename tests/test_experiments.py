@@ -135,6 +135,8 @@ def test_experiments_page_renders_with_runs(sweep_ws):
     try:
         page = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
         at = AppTest.from_file(str(page), default_timeout=120).run()
+        button = next(b for b in at.button if b.label == "Evaluate the best run against its base")
+        button.click().run(timeout=300)
     finally:
         os.environ.pop("RERANKER_STUDIO_HOME")
     assert not at.exception, at.exception
@@ -142,4 +144,9 @@ def test_experiments_page_renders_with_runs(sweep_ws):
     subheaders = [s.value for s in at.subheader]
     assert "Runs" in subheaders and "Best run" in subheaders and "Sweeps" in subheaders
     assert "Hyperparameters vs validation NDCG@10" in subheaders
-    assert any(b.label == "Evaluate the best run against its base" for b in at.button)
+    # one click evaluated the best checkpoint against its base with the Evaluate code
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "On the **validation** split (45 queries, 0 excluded" in text
+    assert any("no test queries" in w.value for w in at.warning)
+    assert at.success, "a verdict sentence is shown"
