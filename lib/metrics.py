@@ -8,6 +8,7 @@ excluded (NDCG is undefined there) and counted, never silently averaged in as ze
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,11 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10")
+
+# numba compiles ranx's kernels on first use, and two threads compiling at once abort the whole
+# process (seen: the app's background warm-up beside a user's evaluation). Every ranx call in
+# this code base holds this lock.
+RANX_LOCK = threading.RLock()
 
 
 def configure_numba_cache(cache_dir: str | Path) -> None:
@@ -86,9 +92,10 @@ def evaluate_rankings(
     if not keep_q:
         return EvalResult({m: float("nan") for m in metrics}, pd.DataFrame(), 0, len(excluded),
                           excluded)
-    qrels = Qrels(qrels_dict(kept))
-    run = Run(run_dict(kept, kept_scores), name=name)
-    per = evaluate(qrels, run, ranx_names, return_mean=False, make_comparable=True)
+    with RANX_LOCK:
+        qrels = Qrels(qrels_dict(kept))
+        run = Run(run_dict(kept, kept_scores), name=name)
+        per = evaluate(qrels, run, ranx_names, return_mean=False, make_comparable=True)
     if len(ranx_names) == 1:
         per = {ranx_names[0]: per}
     qids = list(run.keys())

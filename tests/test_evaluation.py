@@ -443,3 +443,33 @@ def test_score_pairs_raises_the_tokenizer_threads_error(tiny_model):
     model.preprocess = failing
     with pytest.raises(RuntimeError, match="tokenizer broke"):
         score_pairs(model, [("q", f"d {i}") for i in range(200)], batch_size=8)
+
+
+def test_ranx_calls_from_two_threads_do_not_crash(tmp_path, monkeypatch):
+    """The app's background warm-up and a user's evaluation used to compile numba at once."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from lib.evaluation.warmup import warm_ranx
+    from lib.metrics import evaluate_rankings
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cold-cache"))  # force fresh compiles
+    pairs = pd.DataFrame({"query_id": ["q"] * 3, "doc_id": ["a", "b", "c"], "label": [1, 0, 2]})
+    errors = []
+
+    def work():
+        try:
+            warm_ranx()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    result = evaluate_rankings(pairs, np.array([0.1, 0.5, 0.9]), ("ndcg@10", "mrr@10"))
+    for t in threads:
+        t.join()
+    assert not errors
+    assert result.means["mrr@10"] == 1.0

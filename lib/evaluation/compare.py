@@ -98,7 +98,10 @@ def student_test(model: np.ndarray, baseline: np.ndarray) -> float:
         return float("nan")
     if np.allclose(d, d[0]):
         return 1.0 if d[0] == 0 else 0.0
-    p, _ = paired_student_t_test(np.asarray(model, float), np.asarray(baseline, float), 0.05)
+    from lib.metrics import RANX_LOCK
+
+    with RANX_LOCK:  # numba compiles on first use; concurrent compiles abort the process
+        p, _ = paired_student_t_test(np.asarray(model, float), np.asarray(baseline, float), 0.05)
     return float(p)
 
 
