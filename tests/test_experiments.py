@@ -150,3 +150,34 @@ def test_experiments_page_renders_with_runs(sweep_ws):
     assert "On the **validation** split (45 queries, 0 excluded" in text
     assert any("no test queries" in w.value for w in at.warning)
     assert at.success, "a verdict sentence is shown"
+
+
+def test_quick_sweep_launched_from_the_page_finishes(workspace, tiny_model):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    load_demo(workspace)
+    page = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    assert not at.exception, at.exception
+    next(t for t in at.text_input if t.label == "Base model").set_value(str(tiny_model))
+    next(m for m in at.multiselect if m.label == "Learning rate").set_value([1e-4, 5e-5])
+    next(m for m in at.multiselect if m.label == "Epochs").set_value([1])
+    next(m for m in at.multiselect if m.label == "Max length").set_value([64, 128])
+    at.run()
+    assert not at.exception, at.exception
+    plan = " ".join(m.value for m in at.markdown)
+    assert "**4 runs**" in plan and "quick what-if" in plan
+    next(b for b in at.button if b.label == "Launch sweep").click().run()
+    assert any("4 runs queued" in s.value for s in at.success)
+    sweep_id = sweeps.list_sweeps(workspace)["sweep_id"].iloc[0]
+    deadline = time.time() + 400
+    while not sweeps.sweep_done(workspace, sweep_id) and time.time() < deadline:
+        jobs.tick(workspace)  # what the page's fragment does every few seconds
+        time.sleep(0.5)
+    table = runs_table(workspace)
+    assert len(table) == 4 and set(table["status"]) == {"finished"}
+    assert set(table["mode"]) == {"quick what-if"}
+    assert all(table["max_train_pairs"] == 800)
+    assert sorted(table["max_length"]) == [64, 64, 128, 128]

@@ -271,3 +271,38 @@ def test_a_hung_stop_ends_by_itself_and_reads_as_stopped(workspace, tiny_model):
     assert proc.wait(timeout=60) == -signal.SIGALRM  # 1 s after the stop, not the 60 s sleep
     status = jobs.refresh_run(run_dir, stop_timeout_s=1000)  # the app's own kill never fired
     assert status["state"] == "stopped" and "SIGALRM" in status["note"]
+
+
+def test_worker_ending_while_its_files_are_ingested_loses_no_progress_line(
+        workspace, fake_launch, tiny_model, monkeypatch):
+    """The worker appends its `end` line and then writes `finished`; an ingest that read the
+    progress file just before the end line must not store `finished` (finished runs are not
+    polled again, so the end line would be lost for good, as CI once saw: 32 of 33)."""
+    from lib import db
+    from lib.training import ingest
+
+    load_demo(workspace)
+    cfg = build_config({"base_model": str(tiny_model), "device": "cpu"})
+    run_id = jobs.create_run(workspace, "cranfield-demo", cfg).run_id
+    assert jobs.tick(workspace) == [run_id]
+    run_dir = jobs.run_dir_of(workspace, run_id)
+    for step in (1, 2):
+        runfiles.append_progress(run_dir, {"kind": "train", "step": step, "loss": 0.5})
+    real_read = runfiles.read_progress
+
+    def read_then_worker_finishes(path, skip=0):
+        records = real_read(path, skip)
+        monkeypatch.setattr(ingest.runfiles, "read_progress", real_read)  # once
+        runfiles.append_progress(run_dir, {"kind": "end", "state": "finished", "step": 2})
+        runfiles.update_status(run_dir, state=runfiles.FINISHED, finished_at=runfiles.now_iso())
+        return records
+
+    monkeypatch.setattr(ingest.runfiles, "read_progress", read_then_worker_finishes)
+    jobs.tick(workspace)
+    jobs.tick(workspace)  # the next poll
+    with db.connect(workspace) as con:
+        status, n = con.execute("SELECT status, (SELECT count(*) FROM run_metrics m WHERE "
+                                "m.run_id = r.run_id) FROM runs r WHERE run_id = ?",
+                                [run_id]).fetchall()[0]
+    assert status == "finished"
+    assert n == len(real_read(run_dir)) == 3

@@ -37,6 +37,11 @@ def ingest_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str) -> in
     if not rows:
         return 0
     done = int(rows[0][0] or 0)
+    # Status before progress: the worker appends its last progress line before it writes a
+    # terminal status, so a terminal status read here means every line is already on disk.
+    # The other order could store "finished" without the end line, and finished runs are
+    # not polled again.
+    status = runfiles.read_status(run_dir)
     records = runfiles.read_progress(run_dir, skip=done)
     if records:
         frame = pd.DataFrame(
@@ -57,7 +62,6 @@ def ingest_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str) -> in
             "LIMIT 1) m WHERE run_id = ? AND start_ndcg10 IS NULL",
             [run_id, run_id],
         )
-    status = runfiles.read_status(run_dir)
     best = status.get("best") or {}
     start = status.get("start") or {}
     con.execute(
