@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lib import datasets, ingest, split
 from lib.cli import print_json
+from lib.diskspace import DiskFullError
 from lib.workspace import Workspace
 
 
@@ -83,7 +84,7 @@ def cmd_ingest(args, ws: Workspace) -> int:
             _print_report(exc.report)
             print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ingest.IngestFormatError as exc:
+    except (ingest.IngestFormatError, DiskFullError) as exc:
         if args.json:
             print_json({"error": str(exc), "accepted": 0})
         else:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from lib import db
+from lib.diskspace import DiskFullError, free_mb, is_disk_full
 from lib.workspace import Workspace, safe_name
 
 QUERY_FIELDS = ("query", "question")
@@ -485,6 +486,27 @@ def ingest_file(
     dataset_id = "ds-" + content_hash[:12]
     total = path.stat().st_size
 
+    try:
+        report = _store(ws, path, name, source, name_hint, progress, max_line_bytes,
+                        chunk_bytes, scan, dataset_id, total)
+    except (duckdb.Error, OSError) as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(
+            f"disk full: no space left on the disk holding {ws.root} ({free_mb(ws.root):.0f} MB "
+            f"free) while storing {path.name}; nothing was stored (a dataset is stored whole or "
+            "not at all). Free some space or move the workspace to a bigger disk, then ingest "
+            "again."
+        ) from exc
+    if progress:
+        progress(total, total)
+    return report
+
+
+def _store(ws: Workspace, path: Path, name: str | None, source: str | None,
+           name_hint: str | None, progress: ProgressFn | None, max_line_bytes: int,
+           chunk_bytes: int, scan: FileScan, dataset_id: str, total: int) -> IngestReport:
+    content_hash = scan.content_hash
     with db.connect(ws) as con:
         existing = con.execute(
             "SELECT dataset_id FROM datasets WHERE content_hash = ?", [content_hash]
@@ -516,8 +538,6 @@ def ingest_file(
                     json.dumps(report.field_map),
                 ],
             )
-    if progress:
-        progress(total, total)
     return report
 
 

@@ -6,6 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from lib import datasets, ingest, split
+from lib.diskspace import DiskFullError
 from lib.workspace import UnsafePathError, resolve_workspace
 
 ws = resolve_workspace()
@@ -66,6 +67,9 @@ if go:
         st.error(str(exc))
     except (ingest.IngestFormatError, UnsafePathError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
+    except OSError as exc:  # a full disk (DiskFullError says what to do), permissions
+        st.error(str(exc) if isinstance(exc, DiskFullError)
+                 else f"could not write to the workspace {ws.root}: {exc}")
 
 # ---- Result: the last validation report ----------------------------------------------------
 report = st.session_state.get("last_report")

@@ -46,8 +46,12 @@ def now_iso() -> str:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Readers never see half a file: write a temp file beside it, then rename over."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no stray half file
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

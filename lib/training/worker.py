@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from lib.training import runfiles
+from lib.training import diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -338,7 +338,12 @@ def report_failure(run_dir: Path, exc: BaseException, trace: str = "") -> dict[s
     """status.json says failed, why, the log's last lines and, for out-of-memory, what to try."""
     message = f"{type(exc).__name__}: {exc}"
     advice = None
-    if is_oom(message + trace):
+    if diskfull.is_disk_full(exc, trace):
+        removed = diskfull.remove_partial_files(run_dir)  # also frees room for this report
+        error, advice = diskfull.disk_full_message(run_dir, removed)
+        message = f"{error} ({message[:300]})"
+        _log(message)
+    elif is_oom(message + trace):
         try:
             advice = oom_suggestion(read_config(run_dir))
         except Exception:  # noqa: BLE001 - advice is a bonus; the failure is still reported

@@ -1,0 +1,46 @@
+"""A full disk during training: recognise it, clear the half-written files, say what to do.
+
+A checkpoint or model cut off by a full disk must never look usable: resume takes only complete
+checkpoints (with trainer_state.json, written last), and the final `model/` only counts once the
+run says finished. Removing the partial files also frees the space that the failure report needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lib.diskspace import free_mb, is_disk_full
+from lib.training import runfiles
+
+__all__ = ["disk_full_message", "is_disk_full", "remove_partial_files"]
+
+
+def remove_partial_files(run_dir: Path) -> list[str]:
+    """Delete incomplete checkpoints and a final model that never got its finish; return names."""
+    removed = []
+    complete = {p for _, p in runfiles.checkpoints(run_dir)}
+    for p in sorted(run_dir.glob("checkpoint-*")):
+        if p.is_dir() and p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    model = run_dir / runfiles.MODEL
+    if model.exists():
+        shutil.rmtree(model, ignore_errors=True)
+        removed.append(runfiles.MODEL)
+    for tmp in run_dir.glob("*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    return removed
+
+
+def disk_full_message(run_dir: Path, removed: list[str]) -> tuple[str, str]:
+    """(error, advice) for status.json."""
+    last = runfiles.last_checkpoint(run_dir)
+    error = (f"disk full: no space left on the disk holding {run_dir} "
+             f"({free_mb(run_dir):.0f} MB free after cleaning up). The run is NOT marked done")
+    error += f"; removed the half-written {', '.join(removed)}." if removed else "."
+    advice = ("Free disk space (old runs' checkpoint-* folders, workspace/cache) or move the "
+              "workspace to a bigger disk, then press Resume: it continues from "
+              + (f"{last.name} (complete)." if last else "step 0 (no complete checkpoint yet)."))
+    return error, advice
