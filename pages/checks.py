@@ -7,6 +7,9 @@ from lib.checks import last_settings, load_cached_checks, present, resplit_group
 from lib.checks.memory import PRECISIONS
 from lib.checks.runner import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
 from lib.workspace import resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

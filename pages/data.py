@@ -8,6 +8,9 @@ import streamlit as st
 from lib import datasets, ingest, split
 from lib.diskspace import DiskFullError
 from lib.workspace import UnsafePathError, resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

@@ -23,6 +23,9 @@ from lib.evaluation.store import (
 )
 from lib.evaluation.warmup import warmup_state
 from lib.workspace import UnsafePathError, resolve_workspace, safe_name
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

@@ -13,6 +13,9 @@ from lib.experiments.table import best_run, config_diff, curves, run_configs, ru
 from lib.training import jobs
 from lib.training.config import LOSSES, PRESETS, ConfigError, build_config
 from lib.workspace import resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

@@ -4,6 +4,9 @@ import streamlit as st
 
 from lib.datasets import list_datasets
 from lib.workspace import resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

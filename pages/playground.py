@@ -9,6 +9,9 @@ from lib.evaluation.playground import rank_documents, split_documents
 from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints
 from lib.split import load_split_pairs
 from lib.workspace import UnsafePathError, resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 

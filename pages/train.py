@@ -24,6 +24,9 @@ from lib.training.config import (
 )
 from lib.training.preflight import check_warnings
 from lib.workspace import resolve_workspace
+from page_guard import require_entry
+
+require_entry()
 
 ws = resolve_workspace()
 FIELDS = TrainConfig.model_fields
