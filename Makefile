@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ browser:
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The README's walkthrough images: the browser journey test takes them; this copies them over.
+screenshots: $(STAMP) browser
+	$(PY) -m pytest -q tests/browser/test_journey.py
+	mkdir -p docs/screenshots && cp tests/artifacts/journey/*.png docs/screenshots/
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

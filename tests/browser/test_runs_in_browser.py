@@ -1,0 +1,92 @@
+"""Two browser sessions launch runs at the same moment, then the app server restarts while the
+first run trains: both runs are kept (one queued behind the other), the worker survives the
+restart, the new server re-attaches (live panel, curves) and starts the queued run, nothing lost."""
+
+from __future__ import annotations
+
+import re
+
+import psutil
+import pytest
+
+from lib import db
+from lib.training import runfiles
+from lib.workspace import resolve_workspace
+from tests.browser.ui import fill, idle, one_thread
+
+pytestmark = pytest.mark.browser
+RUN_ID = re.compile(r"Run (run-[\w-]+) queued")
+
+
+def _open_train(context, url):
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url + "/train")
+    page.get_by_text("New run").wait_for(timeout=120_000)
+    idle(page)
+    return page
+
+
+def _wait(pred, page, timeout_s=300):
+    for _ in range(int(timeout_s * 2)):
+        if value := pred():
+            return value
+        page.wait_for_timeout(500)
+    raise AssertionError("timed out")
+
+
+def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, browser,
+                                                                 tiny_model):
+    ws = resolve_workspace(app_server.workspace)
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    try:
+        pages = [_open_train(c, app_server.url) for c in contexts]
+        for page, epochs in zip(pages, ("6", "1"), strict=True):
+            fill(page, "Base model", str(tiny_model))
+            fill(page, "Epochs", epochs)
+            fill(page, "Max length (tokens)", "64")
+            one_thread(page)
+        for page in pages:  # both at once
+            page.get_by_role("button", name="Launch").click(no_wait_after=True)
+        ids = []
+        for page in pages:
+            note = page.get_by_text(RUN_ID)
+            note.wait_for()
+            ids.append(RUN_ID.search(note.inner_text()).group(1))
+        assert len(set(ids)) == 2
+        dirs = [ws.runs_dir / r for r in ids]
+
+        def states():
+            return [runfiles.read_status(d).get("state") for d in dirs]
+
+        # the CPU takes one run at a time: one trains, the other waits its turn
+        first = _wait(lambda: [i for i, s in enumerate(states()) if s == "running"], pages[0])[0]
+        second = 1 - first
+        assert states()[second] == "queued"
+        _wait(lambda: (runfiles.read_status(dirs[first]).get("step") or 0) >= 5, pages[0])
+
+        worker = runfiles.read_json(dirs[first] / runfiles.PID)
+        app_server.stop()  # the app dies mid-run ...
+        assert psutil.pid_exists(worker["pid"])  # ... the worker does not
+        assert runfiles.read_status(dirs[first])["state"] == "running"
+        app_server.start()
+
+        page = _open_train(contexts[0], app_server.url)  # a reload after the restart
+        if runfiles.read_status(dirs[first]).get("state") == "running":
+            page.get_by_text(re.compile(rf"^{ids[first]}: running · dataset")).wait_for()
+        page.locator("[data-testid='stPlotlyChart']").first.wait_for()  # the curves are back
+        _wait(lambda: states() == ["finished", "finished"], page, timeout_s=400)
+        assert runfiles.read_status(dirs[first])["pid"] == worker["pid"]  # the same worker
+        page.reload()
+        page.get_by_text("New run").wait_for(timeout=120_000)
+        idle(page)
+        with db.connect(ws) as con:
+            for run_id, run_dir in zip(ids, dirs, strict=True):
+                status, n = con.execute(
+                    "SELECT status, (SELECT count(*) FROM run_metrics m WHERE m.run_id = r.run_id)"
+                    " FROM runs r WHERE run_id = ?", [run_id]).fetchone()
+                assert status == "finished"
+                assert n == len(runfiles.read_progress(run_dir))  # every curve point kept
+    finally:
+        for c in contexts:
+            c.close()
