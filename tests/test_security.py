@@ -1,0 +1,44 @@
+"""No model repository's own Python code runs unless the user turns trust_remote_code on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from lib.models import load_cross_encoder, load_tokenizer
+
+
+@pytest.fixture
+def model_with_custom_code(tiny_model, tmp_path):
+    """The tiny model plus an `auto_map` to a module that leaves a marker when imported."""
+    path = tmp_path / "custom-code-model"
+    shutil.copytree(tiny_model, path)
+    marker = tmp_path / "remote-code-ran"
+    (path / "evil_model.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import BertForSequenceClassification as EvilModel\n"
+    )
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForSequenceClassification": "evil_model.EvilModel",
+                       "AutoModel": "evil_model.EvilModel"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path, marker
+
+
+def test_custom_code_in_a_model_folder_does_not_run_by_default(model_with_custom_code):
+    path, marker = model_with_custom_code
+    model = load_cross_encoder(str(path), device="cpu")
+    load_tokenizer(str(path))
+    assert len(model.predict([("wing", "a swept wing")])) == 1
+    assert not marker.exists()
+
+
+def test_it_runs_only_when_the_user_trusts_it(model_with_custom_code):
+    path, marker = model_with_custom_code
+    try:
+        load_cross_encoder(str(path), device="cpu", trust_remote_code=True)
+    except Exception:  # noqa: BLE001 - whether the model then loads does not matter here
+        pass
+    assert marker.exists()  # the switch really is what keeps the code out
