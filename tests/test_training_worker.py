@@ -96,6 +96,8 @@ def test_model_is_the_best_checkpoint_and_everything_reloads(trained):
     card = (model_dir / "README.md").read_text()
     assert "Reranker Studio training record" in card
     assert f"{result['best']['ndcg@10']:.4f}" in card
+    assert f'CrossEncoder("{model_dir}")' in card  # the final place, not model.partial
+    assert not (run_dir / runfiles.MODEL_PARTIAL).exists()
 
 
 def test_train_page_renders_the_finished_run(trained, monkeypatch):

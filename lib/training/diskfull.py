@@ -1,8 +1,9 @@
 """A full disk during training: recognise it, clear the half-written files, say what to do.
 
 A checkpoint or model cut off by a full disk must never look usable: resume takes only complete
-checkpoints (with trainer_state.json, written last), and the final `model/` only counts once the
-run says finished. Removing the partial files also frees the space that the failure report needs.
+checkpoints (with trainer_state.json, written last), and the final model is written to
+`model.partial/` and renamed to `model/` only when complete. Removing the partial files also
+frees the space that the failure report needs.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ __all__ = ["disk_full_message", "is_disk_full", "remove_partial_files"]
 
 
 def remove_partial_files(run_dir: Path) -> list[str]:
-    """Delete incomplete checkpoints and a final model that never got its finish; return names."""
+    """Delete incomplete checkpoints and a half-written final model; return their names."""
     removed = []
     complete = {p for _, p in runfiles.checkpoints(run_dir)}
     for p in sorted(run_dir.glob("checkpoint-*")):
         if p.is_dir() and p not in complete:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
-    model = run_dir / runfiles.MODEL
-    if model.exists():
-        shutil.rmtree(model, ignore_errors=True)
-        removed.append(runfiles.MODEL)
+    partial = run_dir / runfiles.MODEL_PARTIAL  # a model/ already there is complete: kept
+    if partial.exists():
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(runfiles.MODEL_PARTIAL)
     for tmp in run_dir.glob("*.tmp"):
         tmp.unlink(missing_ok=True)
         removed.append(tmp.name)

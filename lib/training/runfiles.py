@@ -29,6 +29,7 @@ STOP = "stop.json"
 LOG = "worker.log"
 DATA = "data"
 MODEL = "model"
+MODEL_PARTIAL = "model.partial"  # being written; renamed to MODEL when complete
 
 QUEUED, STARTING, RUNNING = "queued", "starting", "running"
 FINISHED, STOPPED, FAILED, CANCELLED = "finished", "stopped", "failed", "cancelled"

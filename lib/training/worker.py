@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -147,8 +148,9 @@ def _best_from_progress(run_dir: Path, best_step: int | None) -> tuple[dict, dic
 
 
 def write_model_card(model_dir: Path, meta: dict, cfg: TrainConfig, start: dict, best: dict,
-                     precision: str, device: str) -> None:
-    """Append what we measured to the sentence-transformers model card (README.md)."""
+                     precision: str, device: str, final_dir: Path | None = None) -> None:
+    """Append what we measured to the sentence-transformers model card (README.md).
+    `final_dir`: where the model will live (the card is written before the move)."""
     card = model_dir / "README.md"
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
 
@@ -174,7 +176,7 @@ Base model `{cfg.base_model}`; loss `{cfg.loss}`; learning rate {cfg.learning_ra
 
 ```python
 from sentence_transformers.cross_encoder import CrossEncoder
-CrossEncoder("{model_dir}").predict([("query text", "document text")])
+CrossEncoder("{final_dir or model_dir}").predict([("query text", "document text")])
 ```
 """
     card.write_text(text + section, encoding="utf-8")
@@ -279,8 +281,15 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     }
     if rank0:
         model_dir = run_dir / runfiles.MODEL
-        trainer.model.save(str(model_dir))  # the best checkpoint: loaded back at train end
-        write_model_card(model_dir, meta, cfg, start, best, precision, model_device)
+        # written beside, then swapped in: a crash or a full disk mid-save never leaves a
+        # half model/ (nor destroys the one a stopped run saved before this resume)
+        partial = run_dir / runfiles.MODEL_PARTIAL
+        shutil.rmtree(partial, ignore_errors=True)
+        trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
+        write_model_card(partial, meta, cfg, start, best, precision, model_device,
+                         final_dir=model_dir)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        partial.rename(model_dir)
         result["model_path"] = str(model_dir)
         result["model_is_best"] = best_step is not None
         _log(f"saved {'best' if best_step is not None else 'last'} model to {model_dir}")

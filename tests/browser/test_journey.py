@@ -45,13 +45,13 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     goto(page, "Data")
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(upload))
     page.get_by_role("button", name="Ingest and split").click()
-    page.get_by_text("Validation report: cranfield-slice").wait_for()
+    page.get_by_text("Validation report: cranfield-slice").first.wait_for()
     page.get_by_text(re.compile(
         rf"{expected['lines']} lines = {expected['accepted']} accepted \+ 0 exact duplicates "
-        rf"\(stored once\) \+ {expected['rejected']} rejected")).wait_for()
+        rf"\(stored once\) \+ {expected['rejected']} rejected")).first.wait_for()
     errors = page.locator("[data-testid='stDataFrame']").first
     errors.wait_for()
-    page.get_by_text(f"Download the {expected['rejected']} rejected lines").wait_for()
+    page.get_by_text(f"Download the {expected['rejected']} rejected lines").first.wait_for()
     idle(page)
     _shot(page, "2-data")
 
@@ -59,16 +59,16 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     goto(page, "Checks")
     page.get_by_role("button", name="Run checks").click()
     leak = page.get_by_text(re.compile(r"[1-9]\d* of \d+ validation queries .* have a twin in "
-                                       r"the training data"))
+                                       r"the training data")).first
     leak.wait_for(timeout=180_000)
     page.get_by_text("near_duplicate").first.wait_for()
     idle(page)
     _shot(page, "3-checks-leak", page.get_by_role("heading", name="Leakage"))
     page.get_by_role("button", name="Re-split keeping near-duplicate groups together").click()
     page.get_by_text(re.compile(r"New active split sp-\w+ \(grouped\S*\); the old split "
-                                r"sp-\w+ is kept\. Leakage findings now: 0\.")).wait_for(
+                                r"sp-\w+ is kept\. Leakage findings now: 0\.")).first.wait_for(
         timeout=180_000)
-    page.get_by_text(re.compile(r"No query in validation \(\d+ queries\) matches")).wait_for()
+    page.get_by_text(re.compile(r"No query in validation \(\d+ queries\) matches")).first.wait_for()
 
     # Train: the tiny model on the new split; watch it to the end
     goto(page, "Train")
@@ -78,7 +78,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     one_thread(page)
     launch = page.get_by_role("button", name="Launch")
     launch.click()
-    page.get_by_text(re.compile(r"Run run-[\w-]+ queued: \d+ training pairs")).wait_for()
+    page.get_by_text(re.compile(r"Run run-[\w-]+ queued: \d+ training pairs")).first.wait_for()
     page.get_by_text(re.compile(r"step \d+/\d+ · epoch")).first.wait_for(timeout=180_000)
     page.get_by_role("button", name="Download the model (zip)").wait_for(timeout=300_000)
     idle(page)
@@ -99,13 +99,13 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     idle(page)
     heading = page.get_by_role("heading", name=re.compile(rf"checkpoint:{run_id} vs bm25, "))
     heading.wait_for()
-    caption = page.get_by_text(re.compile(r"Dataset cranfield-slice, split validation"))
+    caption = page.get_by_text(re.compile(r"Dataset cranfield-slice, split validation")).first
     assert re.search(r"(\d+) queries evaluated", caption.inner_text())
-    page.get_by_text("Drill-down: both rankings side by side").wait_for()
+    page.get_by_text("Drill-down: both rankings side by side").first.wait_for()
     second = select(page, "Query (most improved first)", 1)  # the drill-down of another query
     qid = second.split(" ")[0]
     page.get_by_text(re.compile(r"NDCG@10 of bm25 [\d.]+ (->|→) checkpoint:\S+ [\d.]+\. "
-                                r"Rank change")).wait_for()
+                                r"Rank change")).first.wait_for()
     assert qid in select_value(page, "Query (most improved first)")
     _shot(page, "5-evaluate", heading)
 
@@ -121,7 +121,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     # Playground and Experiments render on what the journey made
     goto(page, "Playground")
     page.get_by_role("button", name="Rank").click()
-    page.get_by_text(re.compile(rf"Ranked by checkpoint:{run_id}")).wait_for(timeout=120_000)
+    page.get_by_text(re.compile(rf"Ranked by checkpoint:{run_id}")).first.wait_for(timeout=120_000)
     _shot(page, "6-playground")
     goto(page, "Experiments")
     page.get_by_text(run_id).first.wait_for()

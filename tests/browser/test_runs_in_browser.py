@@ -22,7 +22,7 @@ def _open_train(context, url):
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url + "/train")
-    page.get_by_text("New run").wait_for(timeout=120_000)
+    page.get_by_text("New run").first.wait_for(timeout=120_000)
     idle(page)
     return page
 
@@ -50,7 +50,7 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
             page.get_by_role("button", name="Launch").click(no_wait_after=True)
         ids = []
         for page in pages:
-            note = page.get_by_text(RUN_ID)
+            note = page.get_by_text(RUN_ID).first
             note.wait_for()
             ids.append(RUN_ID.search(note.inner_text()).group(1))
         assert len(set(ids)) == 2
@@ -73,12 +73,12 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
 
         page = _open_train(contexts[0], app_server.url)  # a reload after the restart
         if runfiles.read_status(dirs[first]).get("state") == "running":
-            page.get_by_text(re.compile(rf"^{ids[first]}: running · dataset")).wait_for()
+            page.get_by_text(re.compile(rf"^{ids[first]}: running · dataset")).first.wait_for()
         page.locator("[data-testid='stPlotlyChart']").first.wait_for()  # the curves are back
         _wait(lambda: states() == ["finished", "finished"], page, timeout_s=400)
         assert runfiles.read_status(dirs[first])["pid"] == worker["pid"]  # the same worker
         page.reload()
-        page.get_by_text("New run").wait_for(timeout=120_000)
+        page.get_by_text("New run").first.wait_for(timeout=120_000)
         idle(page)
         with db.connect(ws) as con:
             for run_id, run_dir in zip(ids, dirs, strict=True):
