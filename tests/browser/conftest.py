@@ -32,7 +32,7 @@ class AppServer:
         self.log = workspace.parent / f"streamlit-{port}.log"
 
     def start(self, timeout: float = 120) -> AppServer:
-        env = dict(os.environ, RERANKER_STUDIO_HOME=str(self.workspace))
+        env = dict(os.environ, RERANKER_STUDIO_HOME=str(self.workspace), PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "lib", "app", "--port", str(self.port),
                "--workspace", str(self.workspace)]
         self.proc = subprocess.Popen(

@@ -103,9 +103,9 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     assert re.search(r"(\d+) queries evaluated", caption.inner_text())
     page.get_by_text("Drill-down: both rankings side by side").first.wait_for()
     second = select(page, "Query (most improved first)", 1)  # the drill-down of another query
-    qid = second.split(" ")[0]
-    page.get_by_text(re.compile(r"NDCG@10 of bm25 [\d.]+ (->|→) checkpoint:\S+ [\d.]+\. "
-                                r"Rank change")).first.wait_for()
+    qid, text = second.split(" ", 1)[0], second.split(": ", 1)[1][:40]
+    page.get_by_text(re.compile(re.escape(text) + r".*NDCG@10 of bm25 [\d.]+ (->|→) "
+                                r"checkpoint:\S+ [\d.]+\. Rank change")).first.wait_for()
     assert qid in select_value(page, "Query (most improved first)")
     _shot(page, "5-evaluate", heading)
 

@@ -8,6 +8,7 @@ import re
 
 import psutil
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from lib import db
 from lib.training import runfiles
@@ -18,11 +19,18 @@ pytestmark = pytest.mark.browser
 RUN_ID = re.compile(r"Run (run-[\w-]+) queued")
 
 
-def _open_train(context, url):
-    page = context.new_page()
+def _open_train(page, url, server=None):
     page.set_default_timeout(60_000)
-    page.goto(url + "/train")
-    page.get_by_text("New run").first.wait_for(timeout=120_000)
+    for attempt in range(30):  # a browser retries too while a restarted server comes up
+        try:
+            page.goto(url + "/train", wait_until="commit")
+            page.get_by_text("New run").first.wait_for(timeout=120_000)
+            break
+        except PlaywrightError as exc:
+            if attempt == 29:
+                log = server.log.read_text()[-3000:] if server else ""
+                raise AssertionError(f"{exc}\nserver log:\n{log}") from exc
+            page.wait_for_timeout(1000)
     idle(page)
     return page
 
@@ -40,7 +48,7 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
     ws = resolve_workspace(app_server.workspace)
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
     try:
-        pages = [_open_train(c, app_server.url) for c in contexts]
+        pages = [_open_train(c.new_page(), app_server.url) for c in contexts]
         for page, epochs in zip(pages, ("6", "1"), strict=True):
             fill(page, "Base model", str(tiny_model))
             fill(page, "Epochs", epochs)
@@ -71,7 +79,7 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
         assert runfiles.read_status(dirs[first])["state"] == "running"
         app_server.start()
 
-        page = _open_train(contexts[0], app_server.url)  # a reload after the restart
+        page = _open_train(pages[0], app_server.url, app_server)  # the tab, reloaded
         if runfiles.read_status(dirs[first]).get("state") == "running":
             page.get_by_text(re.compile(rf"^{ids[first]}: running · dataset")).first.wait_for()
         page.locator("[data-testid='stPlotlyChart']").first.wait_for()  # the curves are back
