@@ -36,3 +36,16 @@ def build_tiny_cross_encoder(out_dir: str | Path, seed: int = 0, max_length: int
 
     shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def wait_until(pred, timeout: float = 90.0, every: float = 0.2):
+    """Poll `pred` until it returns something truthy (returned); AssertionError on timeout.
+    For tests that watch a detached worker through its files."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := pred():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting")

@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lib import datasets, db, ingest
 from lib.bootstrap import load_demo
+from lib.testing import wait_until
 from lib.training import jobs, runfiles
 from lib.training.config import build_config
 from lib.workspace import resolve_workspace
@@ -54,14 +54,6 @@ def _fill(disk: Path, leave_mb: float) -> Path:
     return filler
 
 
-def _wait(pred, timeout=240.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
-
 
 def test_full_disk_while_saving_a_checkpoint_fails_cleanly_and_resumes(small_disk, tiny_model):
     ws = resolve_workspace(small_disk / "ws")
@@ -74,7 +66,8 @@ def test_full_disk_while_saving_a_checkpoint_fails_cleanly_and_resumes(small_dis
     run_dir = jobs.run_dir_of(ws, run_id)
     filler = _fill(small_disk, leave_mb=1.5)  # the tiny model's weights alone need ~4 MB
     jobs.tick(ws)
-    status = _wait(lambda: (s := jobs.refresh_run(run_dir))["state"] in runfiles.TERMINAL and s)
+    status = wait_until(
+        lambda: (s := jobs.refresh_run(run_dir))["state"] in runfiles.TERMINAL and s, timeout=240)
 
     assert status["state"] == "failed", status
     assert status["error"].startswith("disk full: no space left on the disk holding")

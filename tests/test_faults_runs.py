@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from lib import datasets, db
 from lib.bootstrap import load_demo
+from lib.testing import wait_until
 from lib.training import jobs, runfiles
 from lib.training.config import build_config
 
 pytestmark = pytest.mark.slow
 
-
-def _wait(pred, timeout=240.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def _metrics_count(ws, run_id) -> int:
@@ -48,10 +40,11 @@ def test_kill_9_mid_epoch_is_failed_resumable_and_loses_nothing(workspace, tiny_
     run_dir = jobs.run_dir_of(workspace, run_id)
     assert jobs.tick(workspace) == [run_id]
     # mid-epoch, past the first complete checkpoint (step 8)
-    _wait(lambda: runfiles.last_checkpoint(run_dir)
-          and (runfiles.read_status(run_dir).get("step") or 0) >= 11)
+    wait_until(lambda: runfiles.last_checkpoint(run_dir)
+          and (runfiles.read_status(run_dir).get("step") or 0) >= 11, timeout=240)
     os.killpg(runfiles.read_json(run_dir / runfiles.PID)["pgid"], signal.SIGKILL)
-    status = _wait(lambda: (s := jobs.refresh_run(run_dir))["state"] == "failed" and s)
+    status = wait_until(lambda: (s := jobs.refresh_run(run_dir))["state"] == "failed" and s,
+                        timeout=240)
     assert "SIGKILL" in status["error"]
     before = runfiles.read_progress(run_dir)
     killed_at = max(r["step"] for r in before if r["kind"] == "train")

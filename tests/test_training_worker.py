@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from safetensors.numpy import load_file
 
 from lib import cli, db
 from lib.bootstrap import load_demo
+from lib.testing import wait_until
 from lib.training import jobs, runfiles
 from lib.training.callbacks import StopFlag
 from lib.training.config import build_config
@@ -20,15 +20,6 @@ from lib.workspace import ENV_VAR, resolve_workspace
 TINY = {"max_length": 48, "learning_rate": 1e-3, "max_train_pairs": 200, "device": "cpu",
         "eval_batch_size": 64, "cpu_threads": 1}
 
-
-def _wait(pred, timeout=90.0, every=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +114,7 @@ def test_stop_then_resume_continues_the_step_count(workspace, tiny_model):
     run_id = jobs.create_run(workspace, "cranfield-demo", cfg).run_id
     run_dir = jobs.run_dir_of(workspace, run_id)
     assert jobs.tick(workspace) == [run_id]
-    _wait(lambda: (runfiles.read_status(run_dir).get("step") or 0) >= 5)
+    wait_until(lambda: (runfiles.read_status(run_dir).get("step") or 0) >= 5)
     status = jobs.stop_run(workspace, run_id, timeout_s=60)
     assert status["state"] == "stopped", status
     stopped_at = status["global_step"]
@@ -136,7 +127,7 @@ def test_stop_then_resume_continues_the_step_count(workspace, tiny_model):
     jobs.resume_run(workspace, run_id)
     assert jobs.tick(workspace) == [run_id]
     n_before = len(runfiles.read_progress(run_dir))
-    _wait(lambda: any(r["kind"] == "train" for r in runfiles.read_progress(run_dir, n_before)))
+    wait_until(lambda: any(r["kind"] == "train" for r in runfiles.read_progress(run_dir, n_before)))
     jobs.stop_run(workspace, run_id, timeout_s=60)
     after = runfiles.read_progress(run_dir, n_before)
     start = next(r for r in after if r["kind"] == "start")
@@ -157,10 +148,10 @@ def test_killed_worker_shows_failed_with_log_tail(workspace, tiny_model):
     run_id = jobs.create_run(workspace, "cranfield-demo", cfg).run_id
     run_dir = jobs.run_dir_of(workspace, run_id)
     jobs.tick(workspace)
-    _wait(lambda: runfiles.read_status(run_dir).get("device"))  # running, libraries loaded
+    wait_until(lambda: runfiles.read_status(run_dir).get("device"))  # running, libraries loaded
     info = runfiles.read_json(run_dir / runfiles.PID)
     os.killpg(info["pgid"], signal.SIGKILL)
-    status = _wait(lambda: (s := jobs.refresh_run(run_dir))["state"] == "failed" and s)
+    status = wait_until(lambda: (s := jobs.refresh_run(run_dir))["state"] == "failed" and s)
     assert "SIGKILL" in status["error"]
     assert f"run {run_id}: loading libraries" in status["log_tail"]  # the worker's own lines
     assert "batch_size=2" in status["advice"]  # a concrete smaller setting to try
