@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from lib import db
+from lib.testing import wait_until
 from lib.training import runfiles
 from lib.workspace import resolve_workspace
 from tests.browser.ui import fill, idle, one_thread
@@ -33,14 +34,6 @@ def _open_train(page, url, server=None):
             page.wait_for_timeout(1000)
     idle(page)
     return page
-
-
-def _wait(pred, page, timeout_s=300):
-    for _ in range(int(timeout_s * 2)):
-        if value := pred():
-            return value
-        page.wait_for_timeout(500)
-    raise AssertionError("timed out")
 
 
 def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, browser,
@@ -68,10 +61,12 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
             return [runfiles.read_status(d).get("state") for d in dirs]
 
         # the CPU takes one run at a time: one trains, the other waits its turn
-        first = _wait(lambda: [i for i, s in enumerate(states()) if s == "running"], pages[0])[0]
+        first = wait_until(lambda: [i for i, s in enumerate(states()) if s == "running"],
+                           timeout=300, every=0.5)[0]
         second = 1 - first
         assert states()[second] == "queued"
-        _wait(lambda: (runfiles.read_status(dirs[first]).get("step") or 0) >= 5, pages[0])
+        wait_until(lambda: (runfiles.read_status(dirs[first]).get("step") or 0) >= 5,
+                   timeout=300, every=0.5)
 
         worker = runfiles.read_json(dirs[first] / runfiles.PID)
         app_server.stop()  # the app dies mid-run ...
@@ -83,7 +78,7 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
         if runfiles.read_status(dirs[first]).get("state") == "running":
             page.get_by_text(re.compile(rf"^{ids[first]}: running · dataset")).first.wait_for()
         page.locator("[data-testid='stPlotlyChart']").first.wait_for()  # the curves are back
-        _wait(lambda: states() == ["finished", "finished"], page, timeout_s=400)
+        wait_until(lambda: states() == ["finished", "finished"], timeout=400, every=0.5)
         assert runfiles.read_status(dirs[first])["pid"] == worker["pid"]  # the same worker
         page.reload()
         page.get_by_text("New run").first.wait_for(timeout=120_000)
