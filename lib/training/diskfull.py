@@ -11,10 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lib.diskspace import free_mb, is_disk_full
+from lib.diskspace import free_mb
 from lib.training import runfiles
-
-__all__ = ["disk_full_message", "is_disk_full", "remove_partial_files"]
 
 
 def remove_partial_files(run_dir: Path) -> list[str]:

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from lib.diskspace import is_disk_full
 from lib.training import diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 
@@ -347,7 +348,7 @@ def report_failure(run_dir: Path, exc: BaseException, trace: str = "") -> dict[s
     """status.json says failed, why, the log's last lines and, for out-of-memory, what to try."""
     message = f"{type(exc).__name__}: {exc}"
     advice = None
-    if diskfull.is_disk_full(exc, trace):
+    if is_disk_full(exc, trace):
         removed = diskfull.remove_partial_files(run_dir)  # also frees room for this report
         error, advice = diskfull.disk_full_message(run_dir, removed)
         message = f"{error} ({message[:300]})"
