@@ -66,6 +66,12 @@ class TrainConfig(BaseModel):
     cpu_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0 = torch's "
                              "default, one per core); 1 helps on a busy shared machine")
     trust_remote_code: bool = False
+    pretokenize: bool = Field(True, description="tokenise every pair once per run (cached in "
+                              "the run dir) instead of in every training step")
+    length_bucketing: bool = Field(True, description="batches of similar length (seeded): "
+                                   "far less padding at long max lengths")
+    torch_compile: bool = Field(False, description="torch.compile the model (GPU; first steps "
+                                "slower while it compiles)")
 
     @property
     def listwise(self) -> bool:

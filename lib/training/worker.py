@@ -126,7 +126,9 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: 
         use_cpu=device == "cpu",
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0,  # the collator only pads pre-tokenised ids: workers lost here
+        logging_nan_inf_filter=False,  # its NaN/Inf check syncs the GPU on every step
+        torch_compile=cfg.torch_compile,
         # every parameter of a cross-encoder gets a gradient; the default (search for unused
         # ones) makes DDP fail with "Expected to mark a variable ready only once"
         ddp_find_unused_parameters=False,
@@ -197,11 +199,11 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         )
     _log(f"run {run_dir.name}: loading libraries")
     import torch
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.utils import logging as hf_logging
 
     from lib.models import load_cross_encoder, model_max_length, resolve_model
+    from lib.training import fastpath
     from lib.training.callbacks import (
         GracefulStopCallback,
         ProgressCallback,
@@ -232,20 +234,22 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     model = load_cross_encoder(ref, max_length=max_length, device=model_device,
                                trust_remote_code=cfg.trust_remote_code)
     dataset = build_train_dataset(train_df, cfg, max_label)
+    fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
+                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
         "device": shown_device,
         "precision": precision, "train_rows": len(dataset), "train_pairs": len(train_df),
         "validation_pairs": len(val_df), "validation_queries": int(val_df["query_id"].nunique()),
-        "resumed": resume, "max_length": max_length, "world_size": world,
+        "resumed": resume, "max_length": max_length, "world_size": world, **fast.info,
     })
     stopper = GracefulStopCallback(flag)
     callbacks = [progress, stopper]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     args = training_arguments(cfg, run_dir, precision, device, resume)
-    trainer = CrossEncoderTrainer(
+    trainer = fast.trainer(
         model=model, args=args, train_dataset=dataset, loss=build_loss(model, cfg),
         evaluator=evaluator, callbacks=callbacks,
     )
