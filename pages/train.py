@@ -23,6 +23,7 @@ from lib.training.config import (
     config_warnings,
 )
 from lib.training.preflight import check_warnings
+from lib.training.tokenized import batching_caption
 from lib.workspace import resolve_workspace
 from page_guard import require_entry
 
@@ -291,6 +292,8 @@ def live_panel() -> None:
         f"`{meta.get('split_id')}`; training {meta.get('train_pairs', '?')} pairs "
         f"({meta.get('train_queries', '?')} queries)."
     )
+    if batching := batching_caption(status.get("batching")):
+        st.caption(batching)
     controls(state, status)
     if state == runfiles.FAILED:
         st.error(status.get("error") or "the run failed")

@@ -278,19 +278,28 @@ def _can_pipeline(model) -> bool:
 
 
 def _forward(model, features) -> np.ndarray:
-    """What CrossEncoder.predict does with one tokenised batch: forward, upcast, activation."""
-    import torch
-    from sentence_transformers.util import batch_to_device
+    """What CrossEncoder.predict does with one tokenised batch (bf16 autocast on a GPU)."""
+    from lib.training.tokenized import forward_scores
 
-    with torch.inference_mode():
-        scores = model(batch_to_device(features, model.device))["scores"]
-        if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
-            scores = scores.float()
-        if model.activation_fn is not None:
-            scores = model.activation_fn(scores)
-        if scores.ndim > 1:
-            scores = scores.squeeze(-1)
-        return scores.float().cpu().numpy().astype(np.float64)
+    return forward_scores(model, features)
+
+
+def _tokenized_batches(model, work: list, batch_size: int, prompt: str | None):
+    """(features, positions in `work`) per batch: each pair tokenised once, the chunk sorted by
+    token length, every batch padded to its longest pair (a multiple of 8), as in training."""
+    from lib.training.tokenized import Unsupported, tokenize_pairs
+
+    try:
+        rows = tokenize_pairs(model, work, prompt=prompt)
+    except Unsupported:
+        for b in range(0, len(work), batch_size):
+            yield model.preprocess(work[b:b + batch_size], prompt=prompt), list(
+                range(b, min(b + batch_size, len(work))))
+        return
+    order = np.argsort(-rows.lengths, kind="stable")
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        yield rows.collate(idx), idx.tolist()
 
 
 _TUNE_LOCK = threading.Lock()
@@ -354,7 +363,9 @@ def score_pairs(
     max_length: int | None = None,
     on_chunk: Callable[[int, np.ndarray, int], None] | None = None,
 ) -> np.ndarray:
-    """Scores of `pairs` in order, equal to CrossEncoder.predict's (max over windows if asked).
+    """Scores of `pairs` in order, equal to CrossEncoder.predict's (max over windows if asked;
+    bf16 on a GPU, so there equal within bf16 rounding). Pre-tokenised and length-sorted within
+    each chunk, batches padded to a multiple of 8: the path the training evaluator uses.
 
     A background thread tokenises (and cuts windows) ahead while the model scores the current
     batch, so the tokenizer's time hides behind the forward pass (on a GPU; on a CPU where
@@ -382,6 +393,10 @@ def score_pairs(
         return False
 
     tuner = _CoreForTokenizer(model, pipelined, -(-len(pairs) // chunk))
+    if pipelined:
+        from lib.training.tokenized import predict_prompt
+
+        prompt = predict_prompt(model)
 
     def produce() -> None:
         try:
@@ -394,10 +409,14 @@ def score_pairs(
 
                     work, source = window_pairs(model.tokenizer, part, int(max_length or 512),
                                                 window_stride)
-                for b in range(0, len(work), batch_size):
-                    batch = work[b:b + batch_size]
-                    feats = model.preprocess(batch) if pipelined else batch
-                    if not put(("batch", feats, source[b:b + batch_size])):
+                if pipelined:
+                    batches = ((feats, [source[i] for i in idx]) for feats, idx in
+                               _tokenized_batches(model, work, batch_size, prompt))
+                else:
+                    batches = ((work[b:b + batch_size], source[b:b + batch_size])
+                               for b in range(0, len(work), batch_size))
+                for feats, src in batches:
+                    if not put(("batch", feats, src)):
                         return
                 if not put(("chunk", lo, len(part), len(work))):
                     return

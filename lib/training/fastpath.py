@@ -306,3 +306,4 @@ def prepare(model, dataset, run_dir: Path, *, batch_size: int, seed: int, pretok
     log(f"{len(pair_lens)} pairs {'read from the token cache' if store.from_cache else 'tokenised'}"
         f"; padding {share:.1%} of batch tokens (random batches: {share_random:.1%})")
     return FastPath(store, sampler, info)
+

@@ -250,3 +250,18 @@ def predict_prompt(model) -> str | None:
         return resolve(None, None) if resolve else None
     except Exception:  # noqa: BLE001 - an older API: predict used no default prompt either
         return None
+
+
+def batching_caption(info: dict[str, Any] | None) -> str | None:
+    """One line for the Train page: how much of each batch is padding, and why."""
+    if not info:
+        return None
+    if not info.get("pretokenized"):
+        return "Batches: stock path (tokenised every step, random batches)."
+    share, rand = info.get("padding_share"), info.get("padding_share_random")
+    how = "length-bucketed" if info.get("length_bucketing") else "random"
+    text = f"Batches: {how}, padding {share:.1%} of batch tokens"
+    if info.get("length_bucketing") and rand is not None:
+        text += f" (random batches would be {rand:.1%})"
+    cached = "read from the run's token cache" if info.get("tokens_cached") else "tokenised once"
+    return text + f"; pairs {cached}, mean {info.get('mean_pair_tokens')} tokens."

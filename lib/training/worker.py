@@ -236,6 +236,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     dataset = build_train_dataset(train_df, cfg, max_label)
     fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
                             pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
+    if rank0:
+        runfiles.update_status(run_dir, batching=fast.info)  # padding share, for the Train page
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
