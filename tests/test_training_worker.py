@@ -58,7 +58,9 @@ def test_training_lowers_loss_and_logs_validation_ndcg(trained):
     assert all(e["eval_pairs_per_s"] > 0 for e in evals)
     start = next(r for r in records if r["kind"] == "start")
     assert start["pretokenized"] and start["length_bucketing"]
-    assert start["padding_share"] < start["padding_share_random"]
+    # max length 48 truncates every demo pair to 48 tokens: no padding either way here
+    # (test_fast_training measures the cut on varied lengths)
+    assert 0 <= start["padding_share"] <= start["padding_share_random"]
     assert list((run_dir / "tokens").glob("train-*.npz"))  # tokenised once, kept for a resume
     best = max(evals[1:], key=lambda e: e["ndcg@10"])  # step 0 is the base model, not a checkpoint
     assert result["best"]["ndcg@10"] == pytest.approx(best["ndcg@10"])
