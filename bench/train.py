@@ -68,6 +68,9 @@ def plain_main(run_dir: Path) -> None:
     if spec["cpu_threads"]:
         torch.set_num_threads(spec["cpu_threads"])
     train = pd.read_json(run_dir / "data" / "train.jsonl", lines=True)
+    from transformers import set_seed
+
+    set_seed(spec["seed"])  # the new classifier head starts as ours does (the worker seeds first)
     model = CrossEncoder(spec["model_path"], num_labels=1, max_length=spec["max_length"],
                          device=spec["device"], local_files_only=True)
     dataset = Dataset.from_dict({"query": list(train["query"]),
