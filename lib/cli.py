@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lib.cli_sweep",
     "lib.cli_evaluate",
     "lib.cli_corpus",
+    "lib.cli_mine",
 ]
 
 
