@@ -162,14 +162,18 @@ def _pick_negatives(ws, corpus: Corpus, retriever, train: pd.DataFrame, opt: Min
     top_pos, top_sc = retriever.search(queries, opt.range_max, progress)
     lo = min(opt.range_min, top_pos.shape[1])
     window = top_pos[:, lo:]
-    docs = docs_at(ws, corpus, window.ravel()).set_index("pos")
+    docs = docs_at(ws, corpus, window.ravel())
+    positions = docs["pos"].tolist()
+    id_of = dict(zip(positions, docs["doc_id"].tolist(), strict=True))
+    text_of = dict(zip(positions, docs["text"].tolist(), strict=True))
+    hash_of = {p: text_hash(t) for p, t in text_of.items()}
+    del docs
     rows: list[dict] = []
     for i, q in enumerate(with_pos):
         pscore = float(weakest[q])
-        for j in range(window.shape[1]):
-            p = int(window[i, j])
-            doc_id, text = docs.at[p, "doc_id"], docs.at[p, "text"]
-            if doc_id in labelled_ids[q] or text_hash(text) in labelled_txt[q]:
+        for j, p in enumerate(window[i].tolist()):
+            doc_id, text = id_of[p], text_of[p]
+            if doc_id in labelled_ids[q] or hash_of[p] in labelled_txt[q]:
                 stats["skipped_labelled"] += 1
                 continue
             score = float(top_sc[i, lo + j])
@@ -215,7 +219,9 @@ def _random_negatives(ws, corpus: Corpus, qids: list[str], queries: list[str], n
                       rng: np.random.Generator) -> pd.DataFrame:
     """Uniform corpus documents outside the query's retrieved window and its labelled ones."""
     draws = rng.integers(0, corpus.n_docs, size=(len(qids), n * 3 + 5))
-    docs = docs_at(ws, corpus, draws.ravel()).set_index("pos")
+    docs = docs_at(ws, corpus, draws.ravel())
+    id_of = dict(zip(docs["pos"].tolist(), docs["doc_id"].tolist(), strict=True))
+    text_of = dict(zip(docs["pos"].tolist(), docs["text"].tolist(), strict=True))
     rows = []
     for i, q in enumerate(qids):
         seen = set(top_pos[i].tolist())
@@ -226,7 +232,7 @@ def _random_negatives(ws, corpus: Corpus, qids: list[str], queries: list[str], n
             if p in seen:
                 continue
             seen.add(p)
-            doc_id, text = docs.at[p, "doc_id"], docs.at[p, "text"]
+            doc_id, text = id_of[p], text_of[p]
             if doc_id in labelled_ids[q] or text_hash(text) in labelled_txt[q]:
                 continue
             rows.append(dict(query_id=q, query=queries[i], doc_id=doc_id, document=text,
