@@ -200,7 +200,7 @@ def add_corpus(
         final = _choose_name(con, name, stem)
         con.execute(f"SET temp_directory = '{ws.cache_dir / 'duckdb_tmp'}'")
         con.execute("SET memory_limit = '768MB'")
-        lines_read = blank = pos = 0
+        lines_read = blank = pos = bytes_done = 0
         with db.transaction(con):
             for batch in _batches(path, batch_lines):
                 ok: dict[str, list] = {"pos": [], "doc_id": [], "title": [], "text": [],
@@ -208,6 +208,7 @@ def add_corpus(
                 bad: dict[str, list] = {"line": [], "field": [], "message": [], "raw": []}
                 for no, raw in batch:
                     lines_read += 1
+                    bytes_done += len(raw) + 1
                     if not raw.strip():
                         blank += 1
                         continue
@@ -225,7 +226,7 @@ def add_corpus(
                     pos += 1
                 _insert(con, corpus_id, ok, bad)
                 if progress:
-                    progress(min(lines_read, total), total)
+                    progress(min(bytes_done, total), total)  # gzip: uncompressed, capped
             rejected_dupes = _drop_repeated_ids(con, corpus_id)
             accepted, rejected = con.execute(
                 "SELECT (SELECT count(*) FROM corpus_docs WHERE corpus_id = $c),"
