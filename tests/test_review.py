@@ -84,3 +84,17 @@ def test_data_page_adds_a_corpus_from_a_dataset(workspace, tmp_path):
     assert c.n_docs == 2
     assert (corpora.index_dir(workspace, c) / "bm25-v1" / "meta.json").is_file()
     assert any("tiny-docs" in str(df.value["name"].tolist()) for df in at.dataframe)
+
+
+def test_review_page_mines_a_new_version(workspace, tmp_path):
+    build(workspace, tmp_path)
+    at = AppTest.from_file(str(ROOT / "pages" / "review.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("No mined dataset yet" in i.value for i in at.info)
+    at.selectbox(key="mine_ds").set_value("pos")
+    at.selectbox(key="mine_corpus").set_value("aero")
+    at.button(key="mine_go").click().run()
+    assert not at.exception
+    assert any("into the new dataset pos-mined" in s.value for s in at.success)
+    assert list(review.mined_versions(workspace)["name"]) == ["pos-mined"]
+    assert any(m.label == "Mined" and m.value == "40" for m in at.metric)
