@@ -60,15 +60,18 @@ def main() -> None:
                   str(ws.root), "--json"]
     for kv in args.set:
         train_args += ["--set", kv]
-    rc = cli(train_args)
-    run_dirs = sorted(ws.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime)
-    if rc != 0 or not run_dirs:
-        raise SystemExit(f"training failed (exit {rc})")
-    run_id = run_dirs[-1].name
-    out = ws.root / "eval.json"
     import contextlib
     import io
 
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli(train_args)
+    if rc != 0:
+        raise SystemExit(f"training failed (exit {rc}): {buf.getvalue()[-2000:]}")
+    trained = json.loads(buf.getvalue().strip().splitlines()[-1])
+    run_id = trained["run_id"]
+    print(json.dumps(trained), file=sys.stderr, flush=True)
+    out = ws.root / "eval.json"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = cli(["evaluate", "--model", f"checkpoint:{run_id}", "--baseline", "bm25",
@@ -78,6 +81,8 @@ def main() -> None:
     out.write_text(buf.getvalue())
     ev = json.loads(buf.getvalue())
     result = {"mined": mined.to_json(), "run_id": run_id, "top_k": args.top_k,
+              "train": {k: trained.get(k) for k in ("best", "start", "train_samples_per_second",
+                                                    "global_step")},
               "first_stage": ev.get("first_stage"), "metrics": ev.get("metrics"),
               "verdicts": ev.get("verdicts"), "seconds": round(time.perf_counter() - t0),
               "workspace": str(ws.root)}

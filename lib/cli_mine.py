@@ -21,7 +21,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--range-min", type=int, default=0, help="skip this many top ranks")
     p.add_argument("--range-max", type=int, default=50, help="look no deeper than this rank")
     p.add_argument("--margin", type=float, default=0.05,
-                   help="relative margin below the query's weakest positive (negative: off)")
+                   help="relative margin below the query's strongest positive (negative: off)")
     p.add_argument("--guard", help="cross-encoder that vetoes likely false negatives")
     p.add_argument("--max-score", type=float, help="guard score at or above which to drop")
     p.add_argument("--sampling", choices=mining.SAMPLING, default="top")

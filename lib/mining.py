@@ -156,9 +156,11 @@ def _pick_negatives(ws, corpus: Corpus, retriever, train: pd.DataFrame, opt: Min
     with_pos = sorted(pos["query_id"].unique())
     stats["queries_without_positive"] = int(qtext.index.nunique() - len(with_pos))
     queries = [qtext[q] for q in with_pos]
-    # the weakest positive's retriever score: candidates must stay a margin below it
+    # the strongest positive's retriever score: candidates must stay a margin below it. (The
+    # weakest would drop nearly everything where positives rank low, e.g. Cranfield with BM25:
+    # 5,433 of 6,750 candidates gone, 112 of 135 queries short.)
     pos_scores = retriever.score_pairs(pos["query"].tolist(), pos["document"].tolist())
-    weakest = pd.Series(pos_scores, index=pos["query_id"].to_numpy()).groupby(level=0).min()
+    strongest = pd.Series(pos_scores, index=pos["query_id"].to_numpy()).groupby(level=0).max()
     top_pos, top_sc = retriever.search(queries, opt.range_max, progress)
     lo = min(opt.range_min, top_pos.shape[1])
     window = top_pos[:, lo:]
@@ -170,7 +172,7 @@ def _pick_negatives(ws, corpus: Corpus, retriever, train: pd.DataFrame, opt: Min
     del docs
     rows: list[dict] = []
     for i, q in enumerate(with_pos):
-        pscore = float(weakest[q])
+        pscore = float(strongest[q])
         for j, p in enumerate(window[i].tolist()):
             doc_id, text = id_of[p], text_of[p]
             if doc_id in labelled_ids[q] or hash_of[p] in labelled_txt[q]:

@@ -32,7 +32,7 @@ def mined_versions(ws: Workspace) -> pd.DataFrame:
 
 def suspicion(frame: pd.DataFrame) -> np.ndarray:
     """Higher = more likely a false negative: the guard's score when there is one, else how
-    close the retriever score comes to the weakest positive's (0 = equal, > 0 = above it)."""
+    close the retriever score comes to the strongest positive's (0 = equal, > 0 = above it)."""
     rel = (frame["score"] - frame["positive_score"]) / frame["positive_score"].abs().clip(
         lower=1e-9)
     out = rel.where(frame["guard_score"].isna(), frame["guard_score"])

@@ -50,7 +50,7 @@ CREATE TABLE mined_pairs (
     retriever       VARCHAR NOT NULL,        -- 'bm25' | 'biencoder:<model>' | 'random'
     rank            INTEGER,                 -- 1-based retriever rank (NULL for random)
     score           DOUBLE,                  -- retriever score
-    positive_score  DOUBLE,                  -- retriever score of the query's weakest positive
+    positive_score  DOUBLE,                  -- retriever score of the query's best positive
     guard_score     DOUBLE,                  -- false-negative guard score (NULL without guard)
     sampled         VARCHAR NOT NULL,        -- 'top' | 'random' | 'random-corpus'
     decision        VARCHAR NOT NULL DEFAULT 'pending',  -- pending|accepted|dropped|relevant
