@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=30)
     ap.add_argument("--preset", default="CPU quick")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="rankers to compare with (default: bm25 and default, the untrained "
+                    "start)")
     ap.add_argument("--workspace", help="default: a new temporary folder")
     args = ap.parse_args()
 
@@ -74,10 +77,10 @@ def main() -> None:
     out = ws.root / "eval.json"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli(["evaluate", "--model", f"checkpoint:{run_id}", "--baseline", "bm25",
-                  "--baseline", "default", "--dataset", mined.name, "--split", "test",
-                  "--corpus", "cran-docs", "--first-stage", "bm25", "--top-k",
-                  str(args.top_k), "--workspace", str(ws.root), "--json"])
+        bases = [x for b in (args.baseline or ["bm25", "default"]) for x in ("--baseline", b)]
+        rc = cli(["evaluate", "--model", f"checkpoint:{run_id}", *bases, "--dataset",
+                  mined.name, "--split", "test", "--corpus", "cran-docs", "--first-stage",
+                  "bm25", "--top-k", str(args.top_k), "--workspace", str(ws.root), "--json"])
     out.write_text(buf.getvalue())
     ev = json.loads(buf.getvalue())
     result = {"mined": mined.to_json(), "run_id": run_id, "top_k": args.top_k,
