@@ -12,7 +12,7 @@ import streamlit as st
 
 from lib import datasets, db, split
 from lib.models import DEFAULT_MODEL_LABEL
-from lib.training import jobs, runfiles
+from lib.training import baselines, jobs, runfiles
 from lib.training.config import (
     LOSSES,
     PRESET_NOTES,
@@ -178,14 +178,16 @@ if runs.empty:
     st.info("No runs yet.")
     st.stop()
 shown = runs[["run_id", "status", "dataset", "queue_position", "global_step", "max_steps",
-              "start_ndcg10", "best_ndcg10", "best_mrr10", "validation_queries", "device",
-              "created_at"]].rename(columns={
+              "start_ndcg10", "best_ndcg10", "bm25_ndcg10", "biencoder_ndcg10", "best_mrr10",
+              "validation_queries", "device", "created_at"]].rename(columns={
                   "start_ndcg10": "NDCG@10 start", "best_ndcg10": "NDCG@10 best",
+                  "bm25_ndcg10": "NDCG@10 BM25", "biencoder_ndcg10": "NDCG@10 bi-encoder",
                   "best_mrr10": "MRR@10 best", "validation_queries": "val queries",
                   "queue_position": "queue"})
 st.dataframe(shown, hide_index=True, width="stretch")
 st.caption("NDCG@10 / MRR@10 on each run's validation queries (their labelled candidates "
-           "re-ranked); 'start' is the untrained model at step 0, 'best' the kept checkpoint.")
+           "re-ranked); 'start' is the untrained model at step 0, 'best' the kept checkpoint; "
+           "BM25 and the zero-shot bi-encoder on the same pairs are the bar to beat.")
 
 run_ids = list(runs["run_id"])
 live_states = (runfiles.QUEUED, runfiles.STARTING, runfiles.RUNNING)
@@ -198,7 +200,7 @@ st.session_state["train_run"] = run_id
 any_live = runs["status"].isin(live_states).any()
 
 
-def charts(metrics: pd.DataFrame, start_ndcg) -> None:
+def charts(metrics: pd.DataFrame, start_ndcg, bar: dict) -> None:
     train = metrics[metrics["kind"] == "train"]
     evals = metrics[metrics["kind"] == "eval"]
     c1, c2 = st.columns(2)
@@ -211,6 +213,12 @@ def charts(metrics: pd.DataFrame, start_ndcg) -> None:
     fig.add_scatter(x=evals["step"], y=evals["mrr10"], mode="lines+markers", name="MRR@10")
     if start_ndcg is not None and not pd.isna(start_ndcg):
         fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text="NDCG@10 untrained")
+    for key, colour in (("bm25", "#c62828"), ("biencoder", "#6a1b9a")):
+        value = (bar.get(key) or {}).get("ndcg@10")
+        if value is not None:
+            fig.add_hline(y=value, line_dash="dash", line_color=colour,
+                          annotation_text=f"NDCG@10 {baselines.LABELS[key]} (bar to beat)",
+                          annotation_position="bottom right")
     fig.update_layout(title="Validation per eval step", xaxis_title="step", height=300,
                       margin=dict(t=40, b=30, l=40, r=10))
     c2.plotly_chart(fig, width="stretch")
@@ -219,6 +227,19 @@ def charts(metrics: pd.DataFrame, start_ndcg) -> None:
         fig.update_layout(title="Throughput (training samples/s, validation time excluded)",
                           xaxis_title="step", height=250, margin=dict(t=40, b=30, l=40, r=10))
         st.plotly_chart(fig, width="stretch")
+
+
+def show_verdict(status: dict) -> None:
+    """The words at the end: did the run beat the bar, and if not, why and what next."""
+    verdict = baselines.run_verdict(ws, jobs.run_dir_of(ws, run_id), status)
+    if verdict is None:
+        return
+    box = st.error if verdict.lost else st.success
+    box(verdict.headline, icon=":material/gavel:")
+    if verdict.lost:
+        # plain text: the causes quote Checks findings and model names (user text)
+        st.text("Likely causes:\n" + "\n".join(f"- {c}" for c in verdict.causes)
+                + "\n\nNext to try:\n" + "\n".join(f"- {x}" for x in verdict.next_steps))
 
 
 def controls(state: str, status: dict) -> None:
@@ -298,8 +319,16 @@ def live_panel() -> None:
             st.warning(status["advice"], icon=":material/lightbulb:")
     if status.get("note"):
         st.info(status["note"])
+    bar = baselines.metrics_only(status.get("baselines"))
+    if not bar and state in runfiles.ACTIVE and not status.get("baselines_error"):
+        st.caption("Measuring the bar to beat (BM25, zero-shot bi-encoder) on the validation "
+                   "pairs first.")
+    if status.get("baselines_error"):
+        st.caption(f"The bar to beat was not measured: {status['baselines_error']}")
     if metrics["kind"].isin(["train", "eval"]).any():
-        charts(metrics, start)
+        charts(metrics, start, bar)
+    if state in runfiles.TERMINAL:
+        show_verdict(status)
     model_path = status.get("model_path")
     if model_path and state in runfiles.TERMINAL:
         st.markdown("**Model** (best checkpoint, native sentence-transformers format)")

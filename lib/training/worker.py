@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.diskspace import is_disk_full
-from lib.training import diskfull, runfiles
+from lib.training import baselines, diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -232,6 +232,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     model = load_cross_encoder(ref, max_length=max_length, device=model_device,
                                trust_remote_code=cfg.trust_remote_code)
     dataset = build_train_dataset(train_df, cfg, max_label)
+    bar = baselines.at_run_start(run_dir, val_df, model_device, _log) if rank0 else None
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
@@ -279,6 +280,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         "device": shown_device, "precision": precision, "max_length": max_length,
         "peak_gpu_mem_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                             if device == "cuda" else None),
+        **baselines.at_run_end(bar, best, start),
     }
     if rank0:
         model_dir = run_dir / runfiles.MODEL
@@ -289,6 +291,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
         write_model_card(partial, meta, cfg, start, best, precision, model_device,
                          final_dir=model_dir)
+        baselines.append_to_card(partial, result, best)
         shutil.rmtree(model_dir, ignore_errors=True)
         partial.rename(model_dir)
         result["model_path"] = str(model_dir)
