@@ -87,3 +87,26 @@ def test_without_a_test_split_the_weight_is_cross_validated(demo, tmp_path):
     want = evaluate_rankings(val, fused, ("ndcg@10",)).means["ndcg@10"]
     assert fixed.means[fixed.model]["ndcg@10"] == pytest.approx(want)
     assert fixed.rankers[0]["stats"]["fusion"]["chosen_on"].startswith("fixed")
+
+
+def test_a_model_that_loses_to_bm25_gets_an_honest_verdict_everywhere(demo, tmp_path, capsys):
+    from lib.cli import main
+
+    ws, ds = demo
+    val = load_eval_set(ws, ds, "validation").pairs
+    test = load_eval_set(ws, ds, "test").pairs
+    run = _planted_run(tmp_path / "a.jsonl", {"test": test, "x": val})  # reversed: loses
+    rc = main(["evaluate", "--workspace", str(ws.root), "--model", f"run:{run}",
+               "--baseline", "bm25", "--dataset", ds, "--split", "test"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    # a run file is not a reranker: no verdict about rerankers for it
+    assert "Likely causes" not in out
+    res = evaluate(ws, EvaluationSpec(dataset=ds, model=f"fuse:run:{run}+bm25@0.9",
+                                      baselines=["bm25"], split="test"))
+    honest = res.to_json()["honest_verdict"]
+    assert honest["lost"] and "bm25" in honest["loses_to"]
+    assert honest["next_steps"]
+    assert not any("fuse:" in s for s in honest["next_steps"])  # it is a fusion already
+    html = (ws.root / res.files["html"]).read_text(encoding="utf-8")
+    assert "LOSES to BM25" in html and "Likely causes" in html

@@ -127,6 +127,9 @@ def build_verdict(
         steps.append("raise the max length or score with windows (MaxP) on the Evaluate page")
     if any(c.startswith("Checks:") and "leakage" in c.lower() for c in causes):
         steps.append("re-split without leakage on the Checks page before trusting any figure")
+    if not steps:
+        steps.append("serve the first stage as it is, or fuse it with a stronger reranker "
+                     "(a trained cross-encoder, or one trained with the distillation preset)")
     return verdict
 
 
