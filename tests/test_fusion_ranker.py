@@ -110,3 +110,18 @@ def test_a_model_that_loses_to_bm25_gets_an_honest_verdict_everywhere(demo, tmp_
     assert not any("fuse:" in s for s in honest["next_steps"])  # it is a fusion already
     html = (ws.root / res.files["html"]).read_text(encoding="utf-8")
     assert "LOSES to BM25" in html and "Likely causes" in html
+    # the Evaluate page renders the same verdict (plain text) and the fusion's provenance
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "pages" / "evaluate.py"
+    at = AppTest.from_file(str(page), default_timeout=120)
+    at.query_params["report"] = res.eval_id
+    at.run()
+    assert not at.exception
+    assert any("loses to a first stage" in m.value for m in at.error)
+    texts = [t.value for t in at.text]
+    assert any("LOSES to BM25" in t and "Next to try" in t for t in texts)
+    assert any(t.startswith(f"Fusion {res.model}: fusion weight 0.9") and "fixed by the user"
+               in t for t in texts)
