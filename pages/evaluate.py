@@ -199,14 +199,6 @@ st.markdown(f"#### {r.model} vs {', '.join(r.baselines)}")
 for b, v in zip(r.baselines, r.verdicts, strict=True):
     c = r.comparisons[b][r.primary_metric]
     (st.success if c.significant and c.delta > 0 else st.error if c.significant else st.info)(v)
-honest = evaluation_verdict(r)
-if honest is not None and honest.lost:
-    st.error("Verdict: the model under test loses to a first stage you already have.",
-             icon=":material/gavel:")
-    st.text(honest.as_text())  # plain text: it quotes model names and Checks findings
-for rk in r.rankers:
-    if (rk["stats"] or {}).get("fusion"):
-        st.text(f"Fusion {rk['name']}: {rk['stats']['note']}")
 for w in r.warnings:
     (st.warning if w.severity == "warning" else st.info)(w.message)
 st.caption(
@@ -216,6 +208,14 @@ st.caption(
     f"{r.spec['rel_threshold']}). {r.candidates}. Link: `?report={r.eval_id}`."
 )
 
+honest = evaluation_verdict(r)
+if honest is not None and honest.lost:
+    st.error("Verdict: the model under test loses to a first stage you already have.",
+             icon=":material/gavel:")
+    st.text(honest.as_text())  # plain text: it quotes model names and Checks findings
+for rk in r.rankers:
+    if (rk["stats"] or {}).get("fusion"):
+        st.text(f"Fusion {rk['name']}: {rk['stats']['note']}")
 st.markdown("**Metrics** (mean over queries)")
 st.dataframe(
     pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics}}

@@ -10,9 +10,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import lib.training.baselines as baselines
 from lib import datasets, db, split
 from lib.models import DEFAULT_MODEL_LABEL
-from lib.training import baselines, jobs, runfiles
+from lib.training import jobs, runfiles
 from lib.training.config import (
     LOSSES,
     PRESET_NOTES,
@@ -200,7 +201,7 @@ st.session_state["train_run"] = run_id
 any_live = runs["status"].isin(live_states).any()
 
 
-def charts(metrics: pd.DataFrame, start_ndcg, bar: dict) -> None:
+def charts(metrics: pd.DataFrame, start_ndcg) -> None:
     train = metrics[metrics["kind"] == "train"]
     evals = metrics[metrics["kind"] == "eval"]
     c1, c2 = st.columns(2)
@@ -213,6 +214,9 @@ def charts(metrics: pd.DataFrame, start_ndcg, bar: dict) -> None:
     fig.add_scatter(x=evals["step"], y=evals["mrr10"], mode="lines+markers", name="MRR@10")
     if start_ndcg is not None and not pd.isna(start_ndcg):
         fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text="NDCG@10 untrained")
+    # the bar to beat, measured by the worker on the same validation pairs (status.json)
+    bar = baselines.metrics_only(
+        runfiles.read_status(jobs.run_dir_of(ws, run_id)).get("baselines"))
     for key, colour in (("bm25", "#c62828"), ("biencoder", "#6a1b9a")):
         value = (bar.get(key) or {}).get("ndcg@10")
         if value is not None:
@@ -227,6 +231,17 @@ def charts(metrics: pd.DataFrame, start_ndcg, bar: dict) -> None:
         fig.update_layout(title="Throughput (training samples/s, validation time excluded)",
                           xaxis_title="step", height=250, margin=dict(t=40, b=30, l=40, r=10))
         st.plotly_chart(fig, width="stretch")
+
+
+def bar_to_beat(state: str, status: dict) -> None:
+    """While it is measured, say so; at the end, whether the run beat it (and if not, why)."""
+    if status.get("baselines_error"):
+        st.text(f"The bar to beat was not measured: {status['baselines_error']}")
+    elif not status.get("baselines") and state in runfiles.ACTIVE:
+        st.caption("Measuring the bar to beat (BM25, zero-shot bi-encoder) on the validation "
+                   "pairs first.")
+    if state in runfiles.TERMINAL:
+        show_verdict(status)
 
 
 def show_verdict(status: dict) -> None:
@@ -319,17 +334,10 @@ def live_panel() -> None:
             st.warning(status["advice"], icon=":material/lightbulb:")
     if status.get("note"):
         st.info(status["note"])
-    bar = baselines.metrics_only(status.get("baselines"))
-    if not bar and state in runfiles.ACTIVE and not status.get("baselines_error"):
-        st.caption("Measuring the bar to beat (BM25, zero-shot bi-encoder) on the validation "
-                   "pairs first.")
-    if status.get("baselines_error"):
-        st.caption(f"The bar to beat was not measured: {status['baselines_error']}")
     if metrics["kind"].isin(["train", "eval"]).any():
-        charts(metrics, start, bar)
-    if state in runfiles.TERMINAL:
-        show_verdict(status)
+        charts(metrics, start)
     model_path = status.get("model_path")
+    bar_to_beat(state, status)
     if model_path and state in runfiles.TERMINAL:
         st.markdown("**Model** (best checkpoint, native sentence-transformers format)")
         st.code(f'from sentence_transformers.cross_encoder import CrossEncoder\n'

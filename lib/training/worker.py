@@ -232,7 +232,6 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     model = load_cross_encoder(ref, max_length=max_length, device=model_device,
                                trust_remote_code=cfg.trust_remote_code)
     dataset = build_train_dataset(train_df, cfg, max_label)
-    bar = baselines.at_run_start(run_dir, val_df, model_device, _log) if rank0 else None
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
@@ -254,6 +253,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     if resume and checkpoint is None:
         _log("no checkpoint to resume from: starting from step 0")
         trainer.args.eval_on_start = True
+    # the bar to beat (BM25, bi-encoder) on these validation pairs: cached in the run dir
+    bar = baselines.at_run_start(run_dir, val_df, model_device, _log) if rank0 else None
     if flag.is_set():
         _log(f"stop requested ({flag.signal_name}) before training began")
         return _finish(run_dir, runfiles.STOPPED, note="stopped before the first step")
@@ -291,12 +292,12 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
         write_model_card(partial, meta, cfg, start, best, precision, model_device,
                          final_dir=model_dir)
-        baselines.append_to_card(partial, result, best)
         shutil.rmtree(model_dir, ignore_errors=True)
         partial.rename(model_dir)
         result["model_path"] = str(model_dir)
         result["model_is_best"] = best_step is not None
         _log(f"saved {'best' if best_step is not None else 'last'} model to {model_dir}")
+        baselines.append_to_card(model_dir, result, best)
     try:
         (run_dir / "eval").rmdir()  # the trainer makes it for evaluator files; ours writes none
     except OSError:
