@@ -90,6 +90,8 @@ def _default_baselines(ws: Workspace, model: str) -> list[str]:
     from lib.evaluation.rankers import parse_ranker
 
     ranker = parse_ranker(model, ws)
+    if ranker.kind == "fusion":  # a fusion must beat both first stages to be worth serving
+        return ["bm25", "biencoder"]
     base = ((ranker.training or {}).get("config") or {}).get("base_model")
     return [base] if base else ["bm25"]
 
@@ -125,6 +127,7 @@ def cmd_evaluate(args, ws: Workspace) -> int:
 
 def _print_result(r, copied: str | None, ws: Workspace) -> None:
     from lib.evaluation.compare import format_p, metric_label
+    from lib.evaluation.verdicts import evaluation_verdict
 
     print(f"dataset {r.dataset['name']} ({r.dataset['dataset_id']}), split {r.split_label}: "
           f"{r.n_queries} queries evaluated, {r.n_excluded} excluded (no relevant candidate), "
@@ -145,9 +148,15 @@ def _print_result(r, copied: str | None, ws: Workspace) -> None:
                   f"95% CI {c.ci_low:+.4f}..{c.ci_high:+.4f}  {format_p(c.p_value):<11} "
                   f"W/T/L {c.wins}/{c.ties}/{c.losses}"
                   + ("  *" if c.significant else ""))
+    for rk in r.rankers:
+        if (rk.get("stats") or {}).get("fusion"):
+            print(f"\nfusion {rk['name']}: {rk['stats']['note']}")
     print()
     for v in r.verdicts:
         print(v)
+    honest = evaluation_verdict(r)
+    if honest is not None and honest.lost:
+        print("\n" + honest.as_text() + "\n")
     for w in r.warnings:
         print(f"{w.severity}: {w.message}")
     if r.report_dir:

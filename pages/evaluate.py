@@ -21,6 +21,7 @@ from lib.evaluation.store import (
     list_evaluations,
     load_evaluation,
 )
+from lib.evaluation.verdicts import evaluation_verdict
 from lib.evaluation.warmup import warmup_state
 from lib.workspace import UnsafePathError, resolve_workspace, safe_name
 from page_guard import require_entry
@@ -64,18 +65,24 @@ else:
 checkpoints = list_checkpoints(ws)
 options = [f"checkpoint:{c.run_id}" for c in checkpoints] + ["default", "bm25", "biencoder"]
 labels = {f"checkpoint:{c.run_id}": f"checkpoint of run {c.label}" for c in checkpoints}
+fusions = [f"fuse:checkpoint:{c.run_id}+{b}" for c in checkpoints for b in ("bm25", "biencoder")]
+labels.update({f: f"{f}: the checkpoint fused with {f.rsplit('+', 1)[1]} (weight chosen on "
+               "validation, reported on the evaluated split; cross-validated without one)"
+               for f in fusions})
+options = options[:len(checkpoints)] + fusions + options[len(checkpoints):]
 labels.update({
     "default": "default: bundled all-MiniLM-L6-v2 cross-encoder (untrained head)",
     "bm25": "bm25: lexical BM25 over the candidates",
     "biencoder": "biencoder: all-MiniLM-L6-v2 zero-shot, cosine",
 })
-OTHER = "other: a hub id or a local model path"
+OTHER = "other: a hub id or a local model path"  # or a fusion: fuse:A+B[@weight]
 c1, c2 = st.columns(2)
 model_choice = c1.selectbox("Model under test", [*options, OTHER],
                             format_func=lambda o: labels.get(o, o))
 model_spec = model_choice
 if model_choice == OTHER:
     model_spec = c1.text_input("Model (hub id or path)",
+                               help="or a fusion: fuse:A+B, '@0.3' fixes the weight on A",
                                placeholder="cross-encoder/ms-marco-MiniLM-L-6-v2").strip()
 ckpt = {f"checkpoint:{c.run_id}": c for c in checkpoints}.get(model_choice)
 base_of_model = ckpt.base_model if ckpt else None
@@ -215,6 +222,14 @@ st.caption(
     f"{r.spec['rel_threshold']}). {r.candidates}. Link: `?report={r.eval_id}`."
 )
 
+honest = evaluation_verdict(r)
+if honest is not None and honest.lost:
+    st.error("Verdict: the model under test loses to a first stage you already have.",
+             icon=":material/gavel:")
+    st.text(honest.as_text())  # plain text: it quotes model names and Checks findings
+for rk in r.rankers:
+    if (rk["stats"] or {}).get("fusion"):
+        st.text(f"Fusion {rk['name']}: {rk['stats']['note']}")
 st.markdown("**Metrics** (mean over queries)")
 st.dataframe(
     pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics},

@@ -24,7 +24,7 @@ from lib.evaluation.compare import (
     verdict,
 )
 from lib.evaluation.evalset import EvalSet, load_eval_set
-from lib.evaluation.rankers import CROSS_ENCODER, Ranker, parse_ranker, unique_names
+from lib.evaluation.rankers import CROSS_ENCODER, FUSION, Ranker, parse_ranker, unique_names
 from lib.evaluation.sanity import (
     SanityWarning,
     leakage_warnings,
@@ -156,6 +156,13 @@ class EvaluationResult:
     def ranker_names(self) -> list[str]:
         return [self.model, *self.baselines]
 
+    def honest_verdict_json(self) -> dict | None:
+        """lib.evaluation.verdicts: versus BM25 / the bi-encoder, with causes when it loses."""
+        from lib.evaluation.verdicts import evaluation_verdict
+
+        v = evaluation_verdict(self)
+        return v.to_json() if v is not None else None
+
     def to_json(self) -> dict:
         """The CLI's --json contract first (metrics, comparison, n_queries, n_excluded)."""
         first = self.baselines[0]
@@ -176,6 +183,7 @@ class EvaluationResult:
                             for b, cs in self.comparisons.items()},
             "verdict": self.verdict,
             "verdicts": self.verdicts,
+            "honest_verdict": self.honest_verdict_json(),
             "dataset": self.dataset,
             "split": self.split,
             "split_id": self.split_id,
@@ -232,11 +240,17 @@ def evaluate(
     stats: dict[str, ScoreStats] = {}
     n = len(rankers)
     for i, r in enumerate(rankers):
-        s, st = score_ranker(
-            ws, r, pairs, max_length=max_length.get(r.name), window_stride=spec.window_stride,
-            batch_size=spec.batch_size, device=spec.device,
-            progress=_stage(progress, 0.02 + 0.88 * i / n, 0.02 + 0.88 * (i + 1) / n),
-        )
+        kw = dict(max_length=max_length.get(r.name), window_stride=spec.window_stride,
+                  batch_size=spec.batch_size, device=spec.device,
+                  progress=_stage(progress, 0.02 + 0.88 * i / n, 0.02 + 0.88 * (i + 1) / n))
+        if r.kind == FUSION:  # the weight is chosen on other queries than these (fusion_ranker)
+            from lib.evaluation.fusion_ranker import score_fusion_eval
+
+            s, st, fit = score_fusion_eval(ws, r, es, rel_threshold=spec.rel_threshold,
+                                           seed=spec.seed, **kw)
+            st.fusion = fit.to_json()
+        else:
+            s, st = score_ranker(ws, r, pairs, **kw)
         scores[r.name], stats[r.name] = s, st
     if progress:
         progress(0.9, "computing metrics and significance")

@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from lib import db
-from lib.evaluation.rankers import BIENCODER, BM25, CROSS_ENCODER, RUN_FILE, Ranker, load_run_file
+from lib.evaluation.rankers import (
+    BIENCODER,
+    BM25,
+    CROSS_ENCODER,
+    FUSION,
+    RUN_FILE,
+    Ranker,
+    load_run_file,
+)
 from lib.models import ModelRef, model_fingerprint
 from lib.workspace import Workspace
 
@@ -47,6 +55,7 @@ class ScoreStats:
     max_length: int | None = None
     windowing: str = "none"
     note: str | None = None
+    fusion: dict | None = None  # a fusion ranker's FusionFit (weight, where chosen / reported)
 
     @property
     def pairs_per_s(self) -> float | None:
@@ -185,6 +194,16 @@ def cached_cross_encoder(ref: ModelRef, max_length: int | None = None, device: s
         while len(_MODELS) > _KEEP_MODELS:
             _MODELS.popitem(last=False)
         return model
+
+
+def release_models(kind: str | None = None) -> int:
+    """Drop loaded models ('ce', 'bi' or all) from this process's cache, e.g. so a training
+    worker does not keep a baseline's weights in GPU memory; returns how many were dropped."""
+    with _MODELS_LOCK:
+        keys = [k for k in _MODELS if kind is None or k[0] == kind]
+        for k in keys:
+            del _MODELS[k]
+    return len(keys)
 
 
 def cached_bi_encoder(ref: ModelRef, device: str | None = None):
@@ -599,4 +618,10 @@ def score_ranker(
         return score_bm25(pairs, label=ranker.name)
     if ranker.kind == RUN_FILE:
         return score_run_file(str(ranker.path), pairs, ranker.name)
+    if ranker.kind == FUSION:  # no labelled split here: fixed / saved weight (see fusion_ranker)
+        from lib.evaluation.fusion_ranker import score_fusion_plain
+
+        return score_fusion_plain(ws, ranker, pairs, max_length=max_length,
+                                  window_stride=window_stride, batch_size=batch_size,
+                                  device=device, progress=progress)
     raise ValueError(f"unknown ranker kind {ranker.kind!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.diskspace import is_disk_full
-from lib.training import diskfull, runfiles
+from lib.training import baselines, diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -259,6 +259,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     if resume and checkpoint is None:
         _log("no checkpoint to resume from: starting from step 0")
         trainer.args.eval_on_start = True
+    # the bar to beat (BM25, bi-encoder) on these validation pairs: cached in the run dir
+    bar = baselines.at_run_start(run_dir, val_df, model_device, _log) if rank0 else None
     if flag.is_set():
         _log(f"stop requested ({flag.signal_name}) before training began")
         return _finish(run_dir, runfiles.STOPPED, note="stopped before the first step")
@@ -285,6 +287,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         "device": shown_device, "precision": precision, "max_length": max_length,
         "peak_gpu_mem_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                             if device == "cuda" else None),
+        **baselines.at_run_end(bar, best, start),
     }
     if rank0:
         model_dir = run_dir / runfiles.MODEL
@@ -300,6 +303,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         result["model_path"] = str(model_dir)
         result["model_is_best"] = best_step is not None
         _log(f"saved {'best' if best_step is not None else 'last'} model to {model_dir}")
+        baselines.append_to_card(model_dir, result, best)
     try:
         (run_dir / "eval").rmdir()  # the trainer makes it for evaluator files; ours writes none
     except OSError:
