@@ -31,6 +31,16 @@ def test_cli_sets_and_clears_the_gate(workspace, monkeypatch):
     assert auth.configured_hash(workspace) is None
 
 
+def test_cli_from_env_says_the_variable_is_not_set(workspace, monkeypatch, capsys):
+    monkeypatch.delenv("NO_SUCH_PW_VAR", raising=False)
+    code = main(["set-password", "--from-env", "NO_SUCH_PW_VAR", "--workspace",
+                 str(workspace.root)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "NO_SUCH_PW_VAR is not set" in err and "8 characters" not in err
+    assert auth.configured_hash(workspace) is None
+
+
 def test_app_asks_for_password_and_lets_the_right_one_in(workspace):
     auth.save_password(workspace, "team-secret-1")
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90).run()
