@@ -25,6 +25,15 @@ def _warm_ranx(cache_dir: str):
 
 _warm_ranx(str(ws.cache_dir / "numba"))
 
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
+    st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
+]
 _hash = configured_hash(ws)
 if _hash and not st.session_state.get("authenticated"):
     st.title("Reranker Studio")
@@ -35,6 +44,10 @@ if _hash and not st.session_state.get("authenticated"):
                 st.session_state["authenticated"] = True
                 st.rerun()
             st.error("Wrong password.")
+    # Navigation declared but hidden: the page the URL asks for (and its ?query) stays selected
+    # through the sign-in rerun, and no page list shows before sign-in, not even Streamlit's
+    # pages/ sidebar on a freshly started server. The page itself does not run.
+    st.navigation(PAGES, position="hidden")
     st.stop()
 
 
@@ -44,14 +57,4 @@ def _first_start(root: str) -> dict | None:
 
 
 _first_start(str(ws.root))
-
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
-    st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
-    st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
-]
 st.navigation(PAGES).run()
