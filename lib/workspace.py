@@ -56,14 +56,9 @@ class Workspace:
         check (and message) as `child`, so a path outside is refused without touching it: the
         answer never tells whether it exists."""
         p = Path(text).expanduser()
-        if p.is_absolute():
-            try:
-                p = p.relative_to(self.root.resolve())
-            except ValueError:
-                raise UnsafePathError(
-                    f"path {str(text)!r} must be relative and stay inside {self.root.resolve()}"
-                ) from None
-        return safe_join(self.root, str(p))
+        if p.is_absolute() and p.is_relative_to(self.root.resolve()):
+            p = p.relative_to(self.root.resolve())  # '..' and symlinks out: refused below
+        return safe_join(self.root, str(p))  # still absolute: refused as outside
 
 
 def resolve_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:
