@@ -52,6 +52,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="score long documents as overlapping windows (max over windows)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: automatic)")
+    p.add_argument("--corpus", metavar="NAME",
+                   help="retrieve-then-rerank: candidates = each query's top-k from this corpus "
+                   "(unjudged = not relevant) instead of its labelled pairs")
+    p.add_argument("--first-stage", default="bm25", metavar="R",
+                   help="with --corpus: bm25, biencoder[:MODEL] or run:FILE (default bm25)")
+    p.add_argument("--top-k", type=int, default=100, help="with --corpus: candidates per query")
     p.add_argument("--report", metavar="OUT.html", help="also copy the HTML report here")
     p.add_argument("--no-save", action="store_true",
                    help="do not keep the evaluation in the workspace (no report)")
@@ -103,6 +109,7 @@ def cmd_evaluate(args, ws: Workspace) -> int:
         n_bootstrap=args.bootstrap, seed=args.seed, max_length=args.max_length,
         window_stride=args.window_stride, batch_size=args.batch_size, device=args.device,
         save=not args.no_save or bool(args.report),
+        corpus=args.corpus, first_stage=args.first_stage, top_k=args.top_k,
     )
     result = evaluate(ws, spec, progress=_progress(not args.json and sys.stderr.isatty()))
     if args.report:
@@ -124,9 +131,12 @@ def _print_result(r, copied: str | None, ws: Workspace) -> None:
           f"{r.n_pairs} pairs")
     print(f"{r.candidates}")
     width = max(len(n) for n in r.ranker_names) + 2
-    print("\n" + "ranker".ljust(width) + "".join(f"{metric_label(m):>12}" for m in r.metrics))
+    judged = " judged@10" if r.first_stage else ""
+    print("\n" + "ranker".ljust(width) + "".join(f"{metric_label(m):>12}" for m in r.metrics)
+          + judged)
     for name in r.ranker_names:
-        print(name.ljust(width) + "".join(f"{r.means[name][m]:>12.4f}" for m in r.metrics))
+        print(name.ljust(width) + "".join(f"{r.means[name][m]:>12.4f}" for m in r.metrics)
+              + (f"{r.means[name].get('judged@10', float('nan')):>10.3f}" if judged else ""))
     for b in r.baselines:
         print(f"\n{r.model} vs {b} ({r.spec['stat_test']}):")
         for m in r.metrics:

@@ -117,6 +117,18 @@ with st.expander("Metrics and settings"):
     windows = s5.checkbox("Score long documents as windows (max over windows)")
     stride = s6.number_input("Window overlap (tokens)", 0, 512, 64, 16, disabled=not windows)
     batch_size = s4.number_input("Batch size", 1, 1024, 64)
+    from lib.corpora import list_corpora
+
+    _corpora = list(list_corpora(ws)["name"])
+    k1, k2, k3 = st.columns(3)
+    cand_corpus = k1.selectbox(
+        "Candidates", ["labelled pairs", *_corpora], key="eval_candidates",
+        format_func=lambda c: c if c == "labelled pairs" else f"top-k from corpus {c}",
+        help="Labelled pairs: rerank each query's labelled candidates. A corpus: a first stage "
+        "retrieves top-k (unjudged = not relevant), as in production.")
+    first_stage_choice = k2.selectbox("First stage", ["bm25", "biencoder"],
+                                      disabled=cand_corpus == "labelled pairs")
+    top_k = k3.number_input("Top-k", 1, 1000, 100, disabled=cand_corpus == "labelled pairs")
 
 go = st.button("Evaluate", type="primary",
                disabled=not (model_spec and (baseline_choice or extra or run_upload)
@@ -160,6 +172,8 @@ if go:
             metrics=metrics, rel_threshold=int(rel_threshold), stat_test=stat_test,
             max_p=float(max_p), max_length=int(max_length) or None,
             window_stride=int(stride) if windows else None, batch_size=int(batch_size),
+            corpus=None if cand_corpus == "labelled pairs" else cand_corpus,
+            first_stage=first_stage_choice, top_k=int(top_k),
         )
         result = evaluate(ws, spec, progress=lambda f, m: bar.progress(min(f, 1.0), text=esc(m)),
                           allow_outside_workspace=False)
@@ -206,7 +220,8 @@ st.caption(
 
 st.markdown("**Metrics** (mean over queries)")
 st.dataframe(
-    pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics}}
+    pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics},
+                   **({"judged@10": r.means[n].get("judged@10")} if r.first_stage else {})}
                   for n in r.ranker_names]),
     hide_index=True, width="stretch",
     column_config={metric_label(m): st.column_config.NumberColumn(format="%.4f")

@@ -140,6 +140,9 @@ def _data_section(r: EvaluationResult) -> str:
          + (f"<br><span class='muted'>{e(', '.join(r.excluded[:50]))}"
             f"{' ...' if len(r.excluded) > 50 else ''}</span>" if r.excluded else "")],
         ["Candidates", e(r.candidates)],
+        *([["First stage", e(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in r.first_stage.items()))]]
+          if r.first_stage else []),
         ["Labels", e(", ".join(f"{k}: {v:,}" for k, v in r.label_counts.items()))
          + f" <span class='muted'>({e(ds.get('label_scale'))}; relevant = label &ge; "
            f"{e(r.spec.get('rel_threshold', 1))} for the binary metrics, NDCG uses the grades)"
@@ -185,6 +188,11 @@ def _metrics_section(r: EvaluationResult) -> str:
             cells.append(f"<b>{cell}</b>" if v is not None and v == best else cell)
         rows.append(cells)
     out = _table(headers, rows, set(range(1, len(headers))))
+    judged = [(n, r.means[n].get("judged@10")) for n in r.ranker_names]
+    if r.first_stage and any(v is not None for _, v in judged):
+        out += ("<p>Judged@10 (share of each query's top 10 that was ever labelled; unjudged "
+                "documents count as not relevant): " + e(", ".join(
+                    f"{n} {_f(v)}" for n, v in judged)) + "</p>")
     test = STAT_TEST_LABELS.get(r.spec.get("stat_test", "fisher"), "")
     for b in r.baselines:
         crow = []

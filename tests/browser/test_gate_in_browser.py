@@ -29,7 +29,8 @@ def _only_the_sign_in_form(page) -> None:
     page.wait_for_timeout(1500)
     assert page.locator("[data-testid='stSidebarNav']").count() == 0
     assert page.locator("[data-testid='stSidebar']").count() == 0
-    for name in ("Home", "Data", "Checks", "Train", "Evaluate", "Playground", "Experiments"):
+    for name in ("Home", "Data", "Checks", "Train", "Review", "Evaluate", "Playground",
+                 "Experiments"):
         assert page.get_by_role("link", name=name).count() == 0, name
     assert page.locator("[data-testid='stMain'] h1").all_inner_texts() == ["Reranker Studio"]
 

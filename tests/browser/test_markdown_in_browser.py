@@ -108,7 +108,7 @@ def test_user_text_is_shown_literally_on_every_page(page, tmp_path, tracker):
         page.goto(server.url)
         wait_for_app(page)
         _assert_clean(page, port, requests, "Home")
-        for label in ("Data", "Checks", "Train", "Experiments"):
+        for label in ("Data", "Checks", "Train", "Review", "Experiments"):
             goto(page, label)
             if label == "Checks":
                 page.get_by_text("Results for").wait_for()  # the cached checks are shown
