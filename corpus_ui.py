@@ -7,6 +7,7 @@ import hashlib
 import streamlit as st
 
 from lib import corpora, datasets, first_stage
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import UnsafePathError, Workspace
 
 
@@ -50,13 +51,13 @@ def corpus_section(ws: Workspace) -> None:
                 first_stage.load_bm25(ws, corpus, lambda d, t: bar.progress(
                     min(d / t, 1.0) if t else 1.0, text=f"BM25: {d:,} of {t:,} documents"))
                 bar.empty()
-                st.success(f"Corpus {rep.name}: {rep.lines_read:,} lines = {rep.accepted:,} "
+                st.success(f"Corpus {esc(rep.name)}: {rep.lines_read:,} lines = {rep.accepted:,} "
                            f"accepted + {rep.rejected:,} rejected + {rep.blank:,} blank.")
                 if rep.errors:
                     st.dataframe([{"line": e.line, "field": e.field, "reason": e.message}
                                   for e in rep.errors], hide_index=True)
             except (ValueError, LookupError, FileNotFoundError, UnsafePathError) as exc:
-                st.error(str(exc))
+                st.error(esc(exc))
     listing = corpora.list_corpora(ws)
     if not listing.empty:
         st.dataframe(listing[["name", "corpus_id", "n_docs", "rejected", "source",

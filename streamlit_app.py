@@ -25,26 +25,6 @@ def _warm_ranx(cache_dir: str):
 
 _warm_ranx(str(ws.cache_dir / "numba"))
 
-_hash = configured_hash(ws)
-if _hash and not st.session_state.get("authenticated"):
-    st.title("Reranker Studio")
-    with st.form("login"):
-        password = st.text_input("Password", type="password")
-        if st.form_submit_button("Sign in"):
-            if verify_password(password, _hash):
-                st.session_state["authenticated"] = True
-                st.rerun()
-            st.error("Wrong password.")
-    st.stop()
-
-
-@st.cache_resource(show_spinner="First start: loading the Cranfield demo dataset...")
-def _first_start(root: str) -> dict | None:
-    return first_start(ws)
-
-
-_first_start(str(ws.root))
-
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
@@ -55,4 +35,27 @@ PAGES = [
     st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
     st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
 ]
+_hash = configured_hash(ws)
+if _hash and not st.session_state.get("authenticated"):
+    st.title("Reranker Studio")
+    with st.form("login"):
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in"):
+            if verify_password(password, _hash):
+                st.session_state["authenticated"] = True
+                st.rerun()
+            st.error("Wrong password.")
+    # Navigation declared but hidden: the page the URL asks for (and its ?query) stays selected
+    # through the sign-in rerun, and no page list shows before sign-in, not even Streamlit's
+    # pages/ sidebar on a freshly started server. The page itself does not run.
+    st.navigation(PAGES, position="hidden")
+    st.stop()
+
+
+@st.cache_resource(show_spinner="First start: loading the Cranfield demo dataset...")
+def _first_start(root: str) -> dict | None:
+    return first_start(ws)
+
+
+_first_start(str(ws.root))
 st.navigation(PAGES).run()

@@ -31,7 +31,9 @@ def cmd_set_password(args, ws: Workspace) -> int:
         print("password gate removed")
         return 0
     if args.from_env:
-        password = os.environ.get(args.from_env, "")
+        if args.from_env not in os.environ:
+            raise ValueError(f"environment variable {args.from_env} is not set")
+        password = os.environ[args.from_env]
     else:
         password = getpass.getpass("new password: ")
         if password != getpass.getpass("again: "):

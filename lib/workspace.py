@@ -51,6 +51,15 @@ class Workspace:
         """A path under the workspace built from user-typed parts; refuses anything that escapes."""
         return safe_join(self.root, *parts)
 
+    def user_path(self, text: str | os.PathLike[str]) -> Path:
+        """A path typed in the app: relative to the root, or absolute but under it. The same
+        check (and message) as `child`, so a path outside is refused without touching it: the
+        answer never tells whether it exists."""
+        p = Path(text).expanduser()
+        if p.is_absolute() and p.is_relative_to(self.root.resolve()):
+            p = p.relative_to(self.root.resolve())  # '..' and symlinks out: refused below
+        return safe_join(self.root, str(p))  # still absolute: refused as outside
+
 
 def resolve_workspace(explicit: str | os.PathLike[str] | None = None) -> Workspace:
     """--workspace wins, then $RERANKER_STUDIO_HOME, then ./workspace."""

@@ -6,6 +6,8 @@ from lib import datasets
 from lib.checks import last_settings, load_cached_checks, present, resplit_grouped, run_checks
 from lib.checks.memory import PRECISIONS
 from lib.checks.runner import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
+from lib.models import app_model_spec
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import resolve_workspace
 from page_guard import require_entry
 
@@ -74,6 +76,11 @@ precision = c6.selectbox("Training precision", [None, *PRECISIONS], key=f"chk_pr
 recompute = st.checkbox("Recompute even if cached", value=False)
 go = st.button("Run checks", type="primary")
 
+try:  # a model folder typed here must lie in the workspace; hub ids pass
+    model = app_model_spec(model, ws)
+except ValueError as exc:
+    st.error(esc(exc))
+    st.stop()
 settings = dict(model=model, max_length=max_length, threshold=threshold, eval_dataset=eval_ds,
                 batch_size=int(batch_size), precision=precision)
 
@@ -82,7 +89,7 @@ def _run(**extra):
     bar = st.progress(0.0, text="Starting...")
 
     def show(text: str, frac: float) -> None:
-        bar.progress(min(max(frac, 0.0), 1.0), text=text)
+        bar.progress(min(max(frac, 0.0), 1.0), text=esc(text))
 
     out = run_checks(ws, chosen, progress=show, **settings, **extra)
     bar.empty()
@@ -97,7 +104,7 @@ try:
     else:
         res = load_cached_checks(ws, chosen, **settings)
 except (ValueError, LookupError, RuntimeError, OSError) as exc:
-    st.error(str(exc))
+    st.error(esc(exc))
     st.stop()
 
 if st.session_state.get("chk_resplit_msg"):
@@ -110,7 +117,7 @@ if res is None:
 leak, labels, trunc, memory = res.leakage, res.labels, res.truncation, res.memory
 where = (f"evaluation dataset {res.eval_dataset_name} against the train split"
          if res.eval_dataset_id else f"split {res.split_id}")
-st.markdown(f"**Results for** `{res.dataset_name}`, {where}" +
+st.markdown(f"**Results for** {esc(res.dataset_name)}, {esc(where)}" +
             (" (from cache)" if all(res.cached.values()) else ""))
 
 m1, m2, m3, m4 = st.columns(4)
@@ -179,7 +186,7 @@ if not labels["issues"]:
 for issue in labels["issues"]:
     show = st.warning if issue["kind"] in ("skew", "single_candidate", "only_positive") \
         else st.error
-    show(issue["message"])
+    show(esc(issue["message"]))
     if issue.get("examples"):
         with st.expander(f"{issue['kind']}: examples"):
             st.dataframe(issue["examples"], hide_index=True, width="stretch")
@@ -188,7 +195,7 @@ for issue in labels["issues"]:
 if trunc:
     st.subheader("Truncation")
     st.caption(
-        f"Tokenizer of {trunc['model']}; {trunc['special_tokens']} special tokens per pair; "
+        f"Tokenizer of {esc(trunc['model'])}; {trunc['special_tokens']} special tokens per pair; "
         f"model limit {trunc['model_limit']} tokens; {trunc['distinct_queries']:,} distinct "
         f"queries and {trunc['distinct_documents']:,} distinct documents."
     )
@@ -200,7 +207,7 @@ if trunc:
     cov = ", ".join(f"{k}: {v:.0%}" for k, v in trunc["coverage"].items())
     st.markdown(f"**Suggested max length: {trunc['suggested_max_length']}** (shortest standard "
                 f"length covering 95% of pairs). Pairs that fit at each length: {cov}.")
-    st.info(trunc["remedy"])
+    st.info(esc(trunc["remedy"]))
     if trunc["examples"]:
         with st.expander("Most-truncated pairs (relevant first): the document end never read"):
             st.dataframe(trunc["examples"], hide_index=True, width="stretch")
@@ -209,9 +216,9 @@ if trunc:
 if memory:
     st.subheader("GPU memory to train")
     if not memory.get("available"):
-        st.info(memory["message"])
+        st.info(esc(memory["message"]))
     else:
-        (st.error if memory.get("fits") is False else st.info)(memory["message"])
+        (st.error if memory.get("fits") is False else st.info)(esc(memory["message"]))
         st.caption(
             f"{memory['n_params']:,} parameters, hidden {memory['hidden']}, {memory['layers']} "
             f"layers; batch {memory['batch_size']}, max length {memory['max_length']}, "

@@ -8,6 +8,7 @@ import streamlit as st
 from corpus_ui import corpus_section
 from lib import datasets, ingest, split
 from lib.diskspace import DiskFullError
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import UnsafePathError, resolve_workspace
 from page_guard import require_entry
 
@@ -68,17 +69,17 @@ if go:
         st.session_state["selected_dataset"] = report.dataset_id
     except ingest.NothingAcceptedError as exc:
         st.session_state["last_report"] = exc.report
-        st.error(str(exc))
+        st.error(esc(exc))
     except (ingest.IngestFormatError, UnsafePathError, FileNotFoundError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(esc(exc))
     except OSError as exc:  # a full disk (DiskFullError says what to do), permissions
-        st.error(str(exc) if isinstance(exc, DiskFullError)
-                 else f"could not write to the workspace {ws.root}: {exc}")
+        st.error(esc(exc) if isinstance(exc, DiskFullError)
+                 else esc(f"could not write to the workspace {ws.root}: {exc}"))
 
 # ---- Result: the last validation report ----------------------------------------------------
 report = st.session_state.get("last_report")
 if report is not None:
-    st.subheader(f"Validation report: {report.name}")
+    st.subheader(f"Validation report: {esc(report.name)}")
     if report.already_ingested:
         st.info("This exact content was ingested before; the existing dataset is shown.")
     cols = st.columns(5)
@@ -177,7 +178,7 @@ fig = px.histogram(melted, x="words", color="text", nbins=60, title="Length in w
 c2.plotly_chart(fig, width="stretch")
 
 with st.expander("Delete this dataset"):
-    st.warning(f"Deletes {ds.name}: {ds.accepted:,} pairs, its splits and its error log.")
+    st.warning(f"Deletes {esc(ds.name)}: {ds.accepted:,} pairs, its splits and its error log.")
     confirm = st.text_input("Type the dataset name to confirm", key="confirm_delete")
     if st.button("Delete", disabled=confirm != ds.name):
         datasets.delete_dataset(ws, chosen)

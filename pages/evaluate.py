@@ -23,6 +23,7 @@ from lib.evaluation.store import (
 )
 from lib.evaluation.verdicts import evaluation_verdict
 from lib.evaluation.warmup import warmup_state
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import UnsafePathError, resolve_workspace, safe_name
 from page_guard import require_entry
 
@@ -181,11 +182,12 @@ if go:
             corpus=None if cand_corpus == "labelled pairs" else cand_corpus,
             first_stage=first_stage_choice, top_k=int(top_k),
         )
-        result = evaluate(ws, spec, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        result = evaluate(ws, spec, progress=lambda f, m: bar.progress(min(f, 1.0), text=esc(m)),
+                          allow_outside_workspace=False)
         bar.empty()
         st.query_params["report"] = result.eval_id
     except (ValueError, LookupError, FileNotFoundError, UnsafePathError, RuntimeError) as exc:
-        st.error(str(exc))
+        st.error(esc(exc))
 
 # ---- Result --------------------------------------------------------------------------------------
 st.subheader("Evaluations")
@@ -206,20 +208,21 @@ if chosen != st.query_params.get("report"):
 try:
     r = load_evaluation(ws, chosen)
 except (EvaluationNotFoundError, OSError, ValueError) as exc:
-    st.error(f"cannot open evaluation {chosen}: {exc}")
+    st.error(esc(f"cannot open evaluation {chosen}: {exc}"))
     st.stop()
 
-st.markdown(f"#### {r.model} vs {', '.join(r.baselines)}")
+st.markdown(f"#### {esc(r.model)} vs {esc(', '.join(r.baselines))}")
 for b, v in zip(r.baselines, r.verdicts, strict=True):
     c = r.comparisons[b][r.primary_metric]
-    (st.success if c.significant and c.delta > 0 else st.error if c.significant else st.info)(v)
+    show = st.success if c.significant and c.delta > 0 else st.error if c.significant else st.info
+    show(esc(v))
 for w in r.warnings:
-    (st.warning if w.severity == "warning" else st.info)(w.message)
+    (st.warning if w.severity == "warning" else st.info)(esc(w.message))
 st.caption(
-    f"Dataset **{r.dataset['name']}**, split **{r.split_label}**"
-    + (f" (`{r.split_id}`)" if r.split_id else "")
+    f"Dataset **{esc(r.dataset['name'])}**, split **{esc(r.split_label)}**"
+    + (f" ({esc(r.split_id)})" if r.split_id else "")
     + f": {r.n_queries} queries evaluated, {r.n_excluded} excluded (no candidate with label >= "
-    f"{r.spec['rel_threshold']}). {r.candidates}. Link: `?report={r.eval_id}`."
+    f"{r.spec['rel_threshold']}). {esc(r.candidates)}. Link: {esc('?report=' + r.eval_id)}."
 )
 
 honest = evaluation_verdict(r)
@@ -249,7 +252,7 @@ for b in r.baselines:
             "95% CI": f"{c.ci_low:+.3f} .. {c.ci_high:+.3f}", "p": format_p(c.p_value),
             "significant": c.significant, "win/tie/loss": f"{c.wins}/{c.ties}/{c.losses}",
         })
-st.markdown(f"**{r.model} vs each baseline** ({STAT_TEST_LABELS[r.spec['stat_test']]}, "
+st.markdown(f"**{esc(r.model)} vs each baseline** ({STAT_TEST_LABELS[r.spec['stat_test']]}, "
             f"significant at p <= {r.spec['max_p']})")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
     k: st.column_config.NumberColumn(format="%.4f") for k in ("model", "baseline", "delta")})
@@ -262,7 +265,7 @@ with st.expander("Rankers and how they were scored"):
     } for rk in r.rankers]), hide_index=True, width="stretch")
     for rk in r.rankers:
         if rk.get("training"):
-            st.markdown(f"Training run of **{rk['name']}**")
+            st.markdown(f"Training run of **{esc(rk['name'])}**")
             st.json(rk["training"], expanded=False)
 
 st.subheader("Per query")
@@ -286,8 +289,8 @@ text = dict(zip(deltas["query_id"], deltas["query"], strict=True))
 dval = dict(zip(deltas["query_id"], deltas["delta"], strict=True))
 qid = st.selectbox("Query (most improved first)", qids,
                    format_func=lambda q: f"{q} ({dval[q]:+.3f}): {text[q][:90]}")
-st.caption(f"**{text[qid]}**: {metric_label(metric)} of {baseline} "
-           f"{deltas.loc[deltas['query_id'] == qid, 'baseline'].iloc[0]:.3f} -> {r.model} "
+st.caption(f"**{esc(text[qid])}**: {metric_label(metric)} of {esc(baseline)} "
+           f"{deltas.loc[deltas['query_id'] == qid, 'baseline'].iloc[0]:.3f} -> {esc(r.model)} "
            f"{deltas.loc[deltas['query_id'] == qid, 'model'].iloc[0]:.3f}. Rank change > 0: the "
            "model ranks the document higher than the baseline.")
 st.dataframe(

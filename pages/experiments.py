@@ -10,6 +10,8 @@ from lib import datasets
 from lib.experiments import sweeps
 from lib.experiments.grid import QUICK_LABEL
 from lib.experiments.table import best_run, config_diff, curves, run_configs, runs_table
+from lib.models import app_model_spec
+from lib.textsafe import escape_markdown as esc
 from lib.training import jobs
 from lib.training.config import LOSSES, PRESETS, ConfigError, build_config
 from lib.workspace import resolve_workspace
@@ -50,26 +52,27 @@ with st.expander("New sweep", expanded=ds_table.empty is False and runs_table(ws
                                   "max_length": lengths, "loss": losses}.items() if v}
         plan = None
         try:
-            base = build_config({**PRESETS[preset_name], "base_model": base_model},
+            base = build_config({**PRESETS[preset_name],
+                                 "base_model": app_model_spec(base_model, ws)},
                                 source="base settings")
             if grid:
                 with st.spinner("Estimating from measured throughput on this machine..."):
                     plan = sweeps.plan_sweep(ws, dataset, base, grid, quick)
         except (ConfigError, ValueError, LookupError) as exc:
-            st.error(str(exc))
+            st.error(esc(exc))
         if plan is not None:
             st.markdown(
                 f"**{plan.n_runs} runs**, estimated **{plan.total_seconds / 60:.1f} min** one "
                 f"after another on this machine ({plan.train_pairs:,} training / "
                 f"{plan.validation_pairs:,} validation pairs; throughput from "
-                f"{plan.throughput_source})."
+                f"{esc(plan.throughput_source)})."
                 + (f" Mode: {QUICK_LABEL}." if quick else "")
             )
             if st.button("Launch sweep", type="primary"):
                 sweep = sweeps.launch_sweep(ws, dataset, base, grid, quick, plan)
                 jobs.tick(ws)
                 for w in sweep.warnings:
-                    st.warning(w)
+                    st.warning(esc(w))
                 st.success(f"Sweep {sweep.sweep_id}: {len(sweep.run_ids)} runs queued. They run "
                            "one at a time; this page and the Train page follow them.")
 
@@ -82,7 +85,7 @@ if not sw.empty:
         mode = "quick what-if" if row["quick"] else "full"
         left, right = st.columns([4, 1])
         left.markdown(
-            f"`{row['sweep_id']}` on {row['dataset']}: {grid_text} ({mode}); "
+            f"`{row['sweep_id']}` on {esc(row['dataset'])}: {esc(grid_text)} ({mode}); "
             f"{row['finished']}/{row['runs']} finished"
             + (" (cancelled)" if row["cancelled"] else "")
         )
@@ -195,13 +198,13 @@ if best is not None:
         try:
             result = evaluate(ws, spec, progress=lambda f, msg: bar.progress(min(f, 1.0), msg))
         except (ValueError, LookupError, FileNotFoundError) as exc:
-            st.error(str(exc))
+            st.error(esc(exc))
         else:
             bar.empty()
-            st.markdown(f"On the **{result.split}** split ({result.n_queries} queries, "
-                        f"{result.n_excluded} excluded; candidates: {result.candidates}).")
+            st.markdown(f"On the **{esc(result.split)}** split ({result.n_queries} queries, "
+                        f"{result.n_excluded} excluded; candidates: {esc(result.candidates)}).")
             for verdict in result.verdicts:
-                st.success(verdict)
+                st.success(esc(verdict))
             st.dataframe(pd.DataFrame(result.means).T, width="stretch")
             if result.split != "test":
                 st.warning("This split has no test queries: the evaluation used the validation "

@@ -8,6 +8,7 @@ from lib import datasets
 from lib.evaluation.playground import rank_documents, split_documents
 from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints
 from lib.split import load_split_pairs
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import UnsafePathError, resolve_workspace
 from page_guard import require_entry
 
@@ -47,7 +48,7 @@ else:
     try:
         pairs = load_split_pairs(ws, dataset_id)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(esc(exc))
         st.stop()
     queries = pairs.drop_duplicates("query_id")[["query_id", "query", "split"]]
     q_text = dict(zip(queries["query_id"], queries["query"], strict=True))
@@ -58,7 +59,8 @@ else:
     query = str(chosen["query"].iloc[0])
     docs = list(chosen["document"].astype(str))
     labels = list(chosen["label"])
-    st.caption(f"**{query}**: {len(docs)} labelled candidates (labels are shown beside the ranks).")
+    st.caption(f"**{esc(query)}**: {len(docs)} labelled candidates (labels are shown beside "
+               "the ranks).")
 
 checkpoints = list_checkpoints(ws)
 options = ([f"checkpoint:{c.run_id}" for c in checkpoints]
@@ -84,10 +86,11 @@ go = st.button("Rank", type="primary", disabled=not (query.strip() and docs and 
 if go:
     try:
         with st.spinner("Scoring..."):
-            res = rank_documents(ws, query, docs, [left, right])
+            res = rank_documents(ws, query, docs, [left, right],
+                                 allow_outside_workspace=False)
         st.session_state["playground"] = (res, labels)
     except (ValueError, LookupError, FileNotFoundError, UnsafePathError, RuntimeError) as exc:
-        st.error(str(exc))
+        st.error(esc(exc))
 result = st.session_state.get("playground")
 if result is not None:
     res, labels_shown = result
@@ -100,7 +103,8 @@ if result is not None:
         if r.kind == "fusion":  # which weight: fixed, saved with the model, or the 0.5 default
             st.text(f"{r.name}: {res.stats[r.name].note}")
     tbl["rank change"] = tbl[f"{b} rank"] - tbl[f"{a} rank"]
-    st.markdown(f"**Ranked by {a}** (rank change > 0: {a} puts the document higher than {b})")
+    st.markdown(f"**Ranked by {esc(a)}** (rank change > 0: {esc(a)} puts the document higher "
+                f"than {esc(b)})")
     cols = ["doc", *(["label"] if "label" in tbl else []), f"{a} rank", f"{a} score",
             f"{b} rank", f"{b} score", "rank change", "document"]
     st.dataframe(tbl[cols], hide_index=True, width="stretch", column_config={
@@ -110,7 +114,7 @@ if result is not None:
     left_col, right_col = st.columns(2)
     for col, name in ((left_col, a), (right_col, b)):
         order = tbl.sort_values(f"{name} rank")
-        col.markdown(f"**{name}**")
+        col.markdown(f"**{esc(name)}**")
         col.dataframe(pd.DataFrame({
             "rank": order[f"{name} rank"], "score": order[f"{name} score"],
             **({"label": order["label"]} if "label" in order else {}),

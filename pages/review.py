@@ -3,6 +3,8 @@
 import streamlit as st
 
 from lib import corpora, datasets, mining, review
+from lib.models import app_model_spec
+from lib.textsafe import escape_markdown as esc
 from lib.workspace import resolve_workspace
 from page_guard import require_entry
 
@@ -42,16 +44,16 @@ with st.expander("Mine hard negatives", expanded=False):
                 rep = mining.mine(ws, ds_name, mining.MineOptions(
                     corpus=corpus_name, retriever=retriever, negatives=int(n_neg),
                     range_min=int(r_min), range_max=int(r_max), margin=float(margin),
-                    guard=guard.strip() or None,
+                    guard=app_model_spec(guard, ws) if guard.strip() else None,
                     max_score=float(max_score) if guard.strip() else None,
                     sampling=sampling, random_share=float(share)),
                     progress=lambda d, t: bar.progress(min(d / t, 1.0) if t else 1.0,
                                                        text=f"{d:,} of {t:,}"))
                 st.session_state["review_version"] = rep.name
                 st.success(f"{rep.mined:,} negatives mined for {rep.queries:,} training queries "
-                           f"into the new dataset {rep.name}.")
+                           f"into the new dataset {esc(rep.name)}.")
             except (ValueError, LookupError, FileNotFoundError) as exc:
-                st.error(str(exc))
+                st.error(esc(exc))
             bar.empty()
 
 # ---- Review --------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ for col, (label, decision, key) in zip(
         st.session_state.pop("review_pick", None)
         st.rerun()
 if msg := st.session_state.pop("review_msg", None):
-    st.info(msg)
+    st.info(esc(msg))
 
 st.subheader("One query")
 qids = list(dict.fromkeys(table["query_id"]))

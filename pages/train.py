@@ -4,15 +4,14 @@ The run lives on disk and in the database, not in this page: closing the tab, re
 restarting the app re-attaches to the running worker.
 """
 
-import html
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 import lib.training.baselines as baselines
 from lib import datasets, db, split
-from lib.models import DEFAULT_MODEL_LABEL
+from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
+from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
 from lib.training.config import (
     LOSSES,
@@ -141,17 +140,18 @@ values = {
 }
 cfg, problem = None, None
 try:
+    values["base_model"] = app_model_spec(values["base_model"], ws)  # in the workspace only
     cfg = build_config(values, source="these settings")
-except ConfigError as exc:
+except (ConfigError, ValueError) as exc:
     problem = str(exc)
 if problem:
-    st.error(problem)
+    st.error(esc(problem))
 elif cfg is not None:
     # Findings of the Checks step (leakage, truncation, memory) join these as `extra`.
     gpus = bool(jobs.visible_gpus())
     extra = check_warnings(ws, dataset_id, active_split, cfg, gpu_available=gpus)
     for w in config_warnings(cfg, train_pairs, extra=extra, gpu_available=gpus):
-        st.warning(w, icon=":material/warning:")
+        st.warning(esc(w), icon=":material/warning:")
     with st.expander("This config as YAML (for `reranker-studio train --config FILE`)"):
         import yaml
 
@@ -171,7 +171,7 @@ if go_clicked and cfg is not None:
             f"({created.train_queries} queries), validation {created.validation_queries} queries."
         )
     except (ConfigError, ValueError, LookupError, FileNotFoundError) as exc:
-        st.error(str(exc))
+        st.error(esc(exc))
 
 # ---- Result: runs, queue, the selected run live ------------------------------------------------
 st.subheader("Runs")
@@ -294,8 +294,8 @@ def live_panel() -> None:
         state_label = state
     metrics = jobs.run_metrics(ws, run_id)
     meta = runfiles.read_json(jobs.run_dir_of(ws, run_id) / runfiles.DATA / "meta.json") or {}
-    st.markdown(f"**{html.escape(run_id)}**: `{state_label}` · dataset "
-                f"{html.escape(str(meta.get('dataset_name')))} · device "
+    st.markdown(f"**{esc(run_id)}**: `{state_label}` · dataset "
+                f"{esc(meta.get('dataset_name'))} · device "
                 f"{status.get('device') or 'not started'} · {status.get('precision') or ''}")
     step, max_steps = status.get("step") or 0, status.get("max_steps") or 0
     evals = metrics[metrics["kind"] == "eval"]
@@ -332,11 +332,11 @@ def live_panel() -> None:
         st.caption(batching)
     controls(state, status)
     if state == runfiles.FAILED:
-        st.error(status.get("error") or "the run failed")
+        st.error(esc(status.get("error") or "the run failed"))
         if status.get("advice"):
-            st.warning(status["advice"], icon=":material/lightbulb:")
+            st.warning(esc(status["advice"]), icon=":material/lightbulb:")
     if status.get("note"):
-        st.info(status["note"])
+        st.info(esc(status["note"]))
     if metrics["kind"].isin(["train", "eval"]).any():
         charts(metrics, start)
     model_path = status.get("model_path")

@@ -1,5 +1,6 @@
 """The Evaluate page renders headless (AppTest), runs an evaluation, and reopens saved ones."""
 
+import shutil
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -26,7 +27,8 @@ def test_evaluate_page_runs_an_evaluation_and_shows_the_evidence(workspace, tiny
     assert split.value == "validation"  # the demo split has no test queries
     _by_label(at.selectbox, "Model under test").set_value(
         "other: a hub id or a local model path").run()
-    _by_label(at.text_input, "Model (hub id or path)").input(str(tiny_model)).run()
+    inside = shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")  # app: in ws
+    _by_label(at.text_input, "Model (hub id or path)").input(str(inside)).run()
     assert _by_label(at.multiselect, "Baselines (the first one is the headline comparison)"
                      ).value == ["bm25"]
     _by_label(at.button, "Evaluate").click().run()

@@ -1,5 +1,6 @@
 """Playground: a query and typed (or picked) documents ranked by two rankers side by side."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from lib.bootstrap import load_demo
 from lib.evaluation.playground import rank_documents, split_documents
+from lib.textsafe import escape_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "playground.py")
@@ -42,6 +44,13 @@ def test_playground_page_ranks_typed_documents(workspace, tiny_model):
     _by_label(at.selectbox, "Ranker A").set_value("bm25").run()
     _by_label(at.selectbox, "Ranker B").set_value("other (hub id or path)").run()
     _by_label(at.text_input, "Ranker B: hub id or path").input(str(tiny_model)).run()
+    _by_label(at.button, "Rank").click().run()  # a folder outside the workspace: refused
+    assert [e.value for e in at.error] == [
+        f"path {escape_markdown(repr(str(tiny_model)))} must be relative and stay inside "
+        f"{escape_markdown(str(workspace.root))}"]
+    assert not at.dataframe
+    shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")
+    _by_label(at.text_input, "Ranker B: hub id or path").input("imports/tiny-ce").run()
     _by_label(at.button, "Rank").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value

@@ -1,5 +1,6 @@
 """The Train page renders headless, warns about doubtful settings and launches a real run."""
 
+import shutil
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -33,7 +34,8 @@ def test_train_page_renders_presets_and_warns(workspace):
 def test_launch_from_the_page_runs_the_worker(workspace, tiny_model):
     load_demo(workspace)
     at = AppTest.from_file(PAGE, default_timeout=90).run()
-    at.text_input(key="CPU quick:model").set_value(str(tiny_model))
+    inside = shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")  # app: in ws
+    at.text_input(key="CPU quick:model").set_value(str(inside))
     at.number_input(key="CPU quick:ml").set_value(32)
     at.number_input(key="CPU quick:mtp").set_value(100)
     at.number_input(key="CPU quick:es").set_value(1000)

@@ -217,13 +217,17 @@ def _stage(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn | No
 
 
 def evaluate(
-    ws: Workspace, spec: EvaluationSpec, progress: ProgressFn | None = None
+    ws: Workspace, spec: EvaluationSpec, progress: ProgressFn | None = None,
+    *, allow_outside_workspace: bool = True,
 ) -> EvaluationResult:
-    """Score, measure, compare and (when spec.save) store one evaluation with its report."""
+    """Score, measure, compare and (when spec.save) store one evaluation with its report.
+    The app passes allow_outside_workspace=False: typed run files and model folders must then
+    lie in the workspace (see parse_ranker)."""
     t0 = time.perf_counter()
     spec = spec.validated()
-    rankers = align_base_heads(
-        unique_names([parse_ranker(s, ws) for s in [spec.model, *spec.baselines]]))
+    rankers = align_base_heads(unique_names([
+        parse_ranker(s, ws, allow_outside_workspace=allow_outside_workspace)
+        for s in [spec.model, *spec.baselines]]))
     if progress:
         progress(0.0, "loading the evaluation set")
     es = load_eval_set(ws, spec.dataset, spec.split)

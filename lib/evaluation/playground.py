@@ -38,8 +38,10 @@ def split_documents(text: str) -> list[str]:
 def rank_documents(
     ws: Workspace | None, query: str, documents: list[str], rankers: list[str],
     *, max_length: int | None = None, window_stride: int | None = None,
+    allow_outside_workspace: bool = True,
 ) -> PlaygroundResult:
-    """Score every document for the query with each ranker; rank 1 = best (ties by position)."""
+    """Score every document for the query with each ranker; rank 1 = best (ties by position).
+    The app passes allow_outside_workspace=False: model folders must then lie in `ws`."""
     query = query.strip()
     docs = [d for d in (x.strip() for x in documents) if d]
     if not query:
@@ -48,7 +50,8 @@ def rank_documents(
         raise ValueError("give at least one document")
     if len(docs) > MAX_DOCUMENTS:
         raise ValueError(f"at most {MAX_DOCUMENTS} documents in the playground, got {len(docs)}")
-    parsed = unique_names([parse_ranker(r, ws) for r in rankers])
+    parsed = unique_names([parse_ranker(r, ws, allow_outside_workspace=allow_outside_workspace)
+                          for r in rankers])
     if any(r.kind == RUN_FILE for r in parsed):
         raise ValueError("run files score fixed query/document ids; use them on Evaluate")
     pairs = pd.DataFrame({

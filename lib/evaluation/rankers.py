@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.models import ModelRef, default_model_path, resolve_model
-from lib.workspace import Workspace, safe_name
+from lib.workspace import UnsafePathError, Workspace, safe_name
 
 BM25 = "bm25"
 BIENCODER = "biencoder"
@@ -114,8 +114,11 @@ class Ranker:
         }
 
 
-def parse_ranker(text: str, ws: Workspace | None = None) -> Ranker:
-    """One ranker from its string form (see RANKER_HELP)."""
+def parse_ranker(
+    text: str, ws: Workspace | None = None, *, allow_outside_workspace: bool = True
+) -> Ranker:
+    """One ranker from its string form (see RANKER_HELP). The app passes
+    allow_outside_workspace=False: run files and model folders must then lie in `ws`."""
     s = (text or "").strip()
     low = s.lower()
     if low.startswith(FUSE_PREFIX):
@@ -125,7 +128,13 @@ def parse_ranker(text: str, ws: Workspace | None = None) -> Ranker:
     if low in _BI_ALIASES:
         return Ranker(BIENCODER, s, BIENCODER, path=default_model_path(), model_kind="default")
     if low.startswith(RUN_PREFIX):
-        path = Path(s[len(RUN_PREFIX):]).expanduser()
+        raw = s[len(RUN_PREFIX):].strip()
+        if allow_outside_workspace:
+            path = Path(raw).expanduser()
+        elif ws is None:
+            raise RankerSpecError(f"{s!r}: run files typed in the app need a workspace")
+        else:
+            path = ws.user_path(raw)  # outside: refused before it is touched
         if not path.is_file():
             raise RankerSpecError(f"run file {str(path)!r} does not exist (ranker {s!r})")
         return Ranker(RUN_FILE, s, f"run:{path.name}", path=str(path.resolve()))
@@ -141,7 +150,9 @@ def parse_ranker(text: str, ws: Workspace | None = None) -> Ranker:
             )
         return _checkpoint_ranker(s, run_id, model_dir)
     try:
-        ref = resolve_model(s)
+        ref = resolve_model(s, ws, allow_outside_workspace=allow_outside_workspace)
+    except UnsafePathError:
+        raise
     except ValueError as exc:
         raise RankerSpecError(f"ranker {s!r}: {exc}. A ranker is {RANKER_HELP}") from None
     if ref.kind == "local" and ws is not None:
@@ -296,6 +307,19 @@ def load_run_file(path: str | Path, max_errors: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["query_id", "doc_id", "score"])
 
 
+def _kind(value: object) -> str:
+    """What a bad field held, by kind only: a message must not quote a file's content."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "text" if value.strip() else "an empty string"
+    if isinstance(value, int | float):
+        return "a number" if math.isfinite(value) else "a non-finite number"
+    return "a list" if isinstance(value, list) else "an object"
+
+
 def _run_line(line: str, no: int, rows: list, seen: dict) -> str | None:
     try:
         obj = json.loads(line)
@@ -307,11 +331,11 @@ def _run_line(line: str, no: int, rows: list, seen: dict) -> str | None:
     for key in ("query_id", "doc_id"):
         value = obj.get(key)
         if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
-            return f"field {key}: missing or not a non-empty string/integer (got {value!r})"
+            return f"field {key}: missing or not a non-empty string/integer (got {_kind(value)})"
         ids.append(str(value))
     score = obj.get("score")
     if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        return f"field score: missing or not a finite number (got {score!r})"
+        return f"field score: missing or not a finite number (got {_kind(score)})"
     key = (ids[0], ids[1])
     if key in seen:
         return f"field doc_id: ({ids[0]}, {ids[1]}) already scored on line {seen[key]}"

@@ -8,6 +8,7 @@ from here: `make screenshots`).
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     # Train: the tiny model on the new split; watch it to the end
     goto(page, "Train")
     select(page, "Dataset", re.compile(r"^cranfield-slice"))
-    fill(page, "Base model", str(tiny_model))
+    model = shutil.copytree(tiny_model, app_server.workspace.resolve() / "imports" / "tiny-ce")
+    fill(page, "Base model", str(model))
     fill(page, "Max length (tokens)", "64")
     one_thread(page)
     launch = page.get_by_role("button", name="Launch")
@@ -93,7 +95,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     select(page, "Dataset", re.compile(r"^cranfield-slice"))
     assert f"checkpoint of run {run_id}" in select_value(page, "Model under test")
     assert page.get_by_label("More baselines (hub ids or paths, comma-separated)") \
-        .input_value() == str(tiny_model)
+        .input_value() == str(model)
     page.get_by_role("button", name="Evaluate").click()
     page.get_by_role("heading", name="Per query").wait_for(timeout=300_000)
     idle(page)

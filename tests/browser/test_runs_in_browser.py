@@ -5,6 +5,7 @@ restart, the new server re-attaches (live panel, curves) and starts the queued r
 from __future__ import annotations
 
 import re
+import shutil
 
 import psutil
 import pytest
@@ -39,11 +40,12 @@ def _open_train(page, url, server=None):
 def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, browser,
                                                                  tiny_model):
     ws = resolve_workspace(app_server.workspace)
+    model = shutil.copytree(tiny_model, ws.root / "imports" / "tiny-ce")  # the app: in ws only
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
     try:
         pages = [_open_train(c.new_page(), app_server.url) for c in contexts]
         for page, epochs in zip(pages, ("6", "1"), strict=True):
-            fill(page, "Base model", str(tiny_model))
+            fill(page, "Base model", str(model))
             fill(page, "Epochs", epochs)
             fill(page, "Max length (tokens)", "64")
             one_thread(page)
