@@ -66,6 +66,24 @@ class TrainConfig(BaseModel):
     cpu_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0 = torch's "
                              "default, one per core); 1 helps on a busy shared machine")
     trust_remote_code: bool = False
+    cold_start: Literal["auto", "on", "off"] = Field(
+        "auto", description="the recipe for a new (untrained) reranker head: a higher head "
+        "learning rate, pos_weight from the label balance, early stopping. auto: on when the "
+        "base model has no trained head"
+    )
+    head_learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="learning rate of the reranker head under the cold-start "
+        "recipe (default 1e-3); the encoder keeps learning_rate"
+    )
+    distill_teacher: str | None = Field(
+        None, description="distil before fine-tuning: 'biencoder' (the zero-shot bi-encoder, "
+        "offline) or a cross-encoder path/hub id; None: no distillation"
+    )
+    distill_epochs: int = Field(1, ge=1, le=20, description="epochs of the distillation phase")
+    distill_docs_per_query: int = Field(
+        10, ge=0, le=1000, description="training documents sampled per training query (seeded) "
+        "on top of its own candidates, scored by the teacher"
+    )
 
     @property
     def listwise(self) -> bool:
