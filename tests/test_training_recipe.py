@@ -124,3 +124,5 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     assert len(scores) == distilled["pairs"] == created.train_pairs + 5 * len(train_qids)
     assert np.isfinite([s["teacher_score"] for s in scores]).all()
     assert any(r["kind"] == "train" for r in records)  # then the label phase ran
+    shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line
+    assert "head learning rate 0.001" in shown and "from 'biencoder'" in shown

@@ -145,3 +145,13 @@ def learning_rate_mapping(recipe: Recipe) -> dict[str, float]:
     if not recipe.cold_start or recipe.head_learning_rate is None:
         return {}
     return {HEAD_PATTERN: recipe.head_learning_rate}
+
+
+def recipe_summary(recipe: dict[str, Any], distillation: dict[str, Any] | None = None) -> str:
+    """One line for the Train page from status.json's `recipe` (and `distillation`) records."""
+    text = Recipe(**recipe).summary()
+    if distillation:
+        text += (f"; distilled {distillation.get('pairs')} pairs from "
+                 f"{distillation.get('teacher')!r} (MSE against the teacher "
+                 f"{distillation.get('mse_before')} -> {distillation.get('mse_after')})")
+    return text
