@@ -110,6 +110,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 512, "max_train_pairs": None, "device": "cuda", "precision": "auto",
         "early_stopping_patience": 5,
     },
+    # CPU quick, after first teaching the model the zero-shot bi-encoder's scores (offline).
+    "Distil (CPU)": {
+        "learning_rate": 5e-5, "batch_size": 16, "epochs": 1, "eval_steps": 25,
+        "max_length": 128, "max_train_pairs": 1200, "device": "cpu", "precision": "fp32",
+        "logging_steps": 5, "distill_teacher": "biencoder", "distill_epochs": 1,
+        "distill_docs_per_query": 10,
+    },
 }
 PRESET_NOTES = {
     "Guide default": "lr 3e-5, batch 8, 2 epochs, validate every 100 steps, max length 512.",
@@ -118,6 +125,10 @@ PRESET_NOTES = {
     "2 cores), longer when other jobs share it.",
     "GPU full": "batch 32, 2 epochs, max length 512, bf16/fp16, early stopping after 5 "
     "validations without improvement.",
+    "Distil (CPU)": "CPU quick, after a distillation phase: the cross-encoder first learns the "
+    "zero-shot bi-encoder's scores on each training query's candidates plus 10 sampled training "
+    "documents (1 epoch, MSE), then fine-tunes on the labels. Set distill_teacher to a "
+    "cross-encoder path or hub id to distil a stronger reranker.",
 }
 
 
