@@ -44,7 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--cpu-threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--validation-queries", type=int, default=20,
                    help="held-out queries our worker validates on (start and end)")
-    p.add_argument("--repeats", type=int, default=1, help="alternate plain/ours N times; medians")
+    p.add_argument("--repeats", type=int, default=1, help="alternate plain/ours N times, seeds "
+                   "12, 13, ...: medians of the rates, means of the final validation NDCG@10")
+    p.add_argument("--stock", action="store_true",
+                   help="ours without pre-tokenising and length bucketing (the old path)")
     p.add_argument("--plain", metavar="RUN_DIR", help=argparse.SUPPRESS)  # the plain script
     return p.parse_args(argv)
 
@@ -65,6 +68,9 @@ def plain_main(run_dir: Path) -> None:
     if spec["cpu_threads"]:
         torch.set_num_threads(spec["cpu_threads"])
     train = pd.read_json(run_dir / "data" / "train.jsonl", lines=True)
+    from transformers import set_seed
+
+    set_seed(spec["seed"])  # the new classifier head starts as ours does (the worker seeds first)
     model = CrossEncoder(spec["model_path"], num_labels=1, max_length=spec["max_length"],
                          device=spec["device"], local_files_only=True)
     dataset = Dataset.from_dict({"query": list(train["query"]),
@@ -81,6 +87,7 @@ def plain_main(run_dir: Path) -> None:
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset,
                                   loss=BinaryCrossEntropyLoss(model))
     out = trainer.train()
+    model.save(str(run_dir / "plain-model"))
     peak = (torch.cuda.max_memory_allocated() / 2**20) if spec["device"] == "cuda" else None
     print("PLAIN_RESULT " + json.dumps({
         "samples_per_second": out.metrics["train_samples_per_second"],
@@ -135,6 +142,10 @@ def run_ours(run_dir: Path, env: dict) -> dict:
                           cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     status = json.loads((run_dir / "status.json").read_text())
+    records = [json.loads(ln) for ln in (run_dir / "progress.jsonl").read_text().splitlines()
+               if ln.strip()]
+    start = next((r for r in records if r.get("kind") == "start"), {})
+    evals = [r for r in records if r.get("kind") == "eval"]
     if proc.returncode != 0 or status.get("state") != "finished":
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"our worker failed: {status.get('error')}")
@@ -142,7 +153,11 @@ def run_ours(run_dir: Path, env: dict) -> dict:
             "wall_samples_per_second": status.get("wall_samples_per_second"),
             "validation_seconds": status.get("validation_seconds"),
             "checkpoint_seconds": status.get("checkpoint_seconds"),
-            "peak_gpu_mem_mb": status.get("peak_gpu_mem_mb"), "process_wall_s": round(wall, 1)}
+            "peak_gpu_mem_mb": status.get("peak_gpu_mem_mb"), "process_wall_s": round(wall, 1),
+            "padding_share": start.get("padding_share"),
+            "padding_share_random": start.get("padding_share_random"),
+            "validation_pairs_per_s": max((r.get("eval_pairs_per_s") or 0.0) for r in evals)
+            if evals else None}
 
 
 def run_plain(run_dir: Path, env: dict) -> dict:
@@ -153,6 +168,25 @@ def run_plain(run_dir: Path, env: dict) -> dict:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit("the plain script failed")
     return json.loads(line.removeprefix("PLAIN_RESULT "))
+
+
+def final_ndcg(model_path: str, val, max_length: int, device: str) -> float:
+    """Validation NDCG@10 of a trained model, scored by the stock CrossEncoder.predict for both
+    sides alike."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from lib.metrics import evaluate_rankings
+
+    model = CrossEncoder(model_path, max_length=max_length, device=device,
+                         local_files_only=True)
+    scores = model.predict(list(zip(val["query"], val["document"], strict=True)), batch_size=32,
+                           show_progress_bar=False)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return float(evaluate_rankings(val.reset_index(drop=True), scores, ("ndcg@10",),
+                                   name="validation").means["ndcg@10"])
 
 
 def main(argv=None) -> None:
@@ -177,6 +211,7 @@ def main(argv=None) -> None:
         "precision": precision, "device": device, "eval_steps": n_steps + 1,
         "logging_steps": max(1, n_steps // 20), "cpu_threads": args.cpu_threads,
         "eval_batch_size": max(32, args.batch_size),
+        "pretokenize": not args.stock, "length_bucketing": not args.stock,
     })
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
@@ -191,7 +226,8 @@ def main(argv=None) -> None:
         for i in range(args.repeats):
             run_dir = tmp / f"run-{i}"
             (run_dir / "data").mkdir(parents=True)
-            save_config(cfg, run_dir)
+            cfg_i = cfg.model_copy(update={"seed": cfg.seed + i})
+            save_config(cfg_i, run_dir)
             train.to_json(run_dir / "data" / "train.jsonl", orient="records", lines=True)
             val.to_json(run_dir / "data" / "validation.jsonl", orient="records", lines=True)
             (run_dir / "data" / "meta.json").write_text(json.dumps({"max_label": max_label}))
@@ -199,14 +235,19 @@ def main(argv=None) -> None:
                 "model_path": model_path, "max_length": args.max_length, "device": device,
                 "max_label": max_label, "epochs": args.epochs, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "warmup": cfg.warmup,
-                "weight_decay": cfg.weight_decay, "seed": cfg.seed, "precision": precision,
+                "weight_decay": cfg.weight_decay, "seed": cfg_i.seed, "precision": precision,
                 "logging_steps": cfg.logging_steps, "cpu_threads": args.cpu_threads}))
             p = run_plain(run_dir, env)
             o = run_ours(run_dir, env)
+            p["ndcg@10"] = final_ndcg(str(run_dir / "plain-model"), val, args.max_length, device)
+            o["ndcg@10"] = final_ndcg(str(run_dir / "model"), val, args.max_length, device)
             plain.append(p)
             ours.append(o)
-            print(f"[{i + 1}/{args.repeats}] plain {p['samples_per_second']:.1f} samples/s; "
-                  f"ours {o['samples_per_second']:.1f} samples/s (all included "
+            print(f"[{i + 1}/{args.repeats}] seed {cfg_i.seed}: plain "
+                  f"{p['samples_per_second']:.2f} pairs/s, NDCG@10 {p['ndcg@10']:.4f}; ours "
+                  f"{o['samples_per_second']:.2f} pairs/s, NDCG@10 {o['ndcg@10']:.4f}, padding "
+                  f"{o['padding_share']} (random batches {o['padding_share_random']}); "
+                  f"ratio {o['samples_per_second'] / p['samples_per_second']:.2f} (all included "
                   f"{o['wall_samples_per_second']:.1f}: validation {o['validation_seconds']} s, "
                   f"checkpoint writes {o['checkpoint_seconds']} s)"
                   + (f"; peak GPU memory plain {p['peak_gpu_mem_mb']:.0f} MiB, ours "
@@ -226,7 +267,13 @@ def main(argv=None) -> None:
         "ours_samples_per_s_all_included": round(ours_wall, 2),
         "pairs": len(train), "steps": n_steps, "model": args.model, "device": device,
         "precision": precision, "max_length": args.max_length, "batch_size": args.batch_size,
-        "repeats": args.repeats,
+        "repeats": args.repeats, "stock": args.stock,
+        "ndcg@10_ours": round(statistics.mean(o["ndcg@10"] for o in ours), 4),
+        "ndcg@10_plain": round(statistics.mean(p["ndcg@10"] for p in plain), 4),
+        "ndcg@10_diff": round(statistics.mean(o["ndcg@10"] for o in ours)
+                              - statistics.mean(p["ndcg@10"] for p in plain), 4),
+        "validation_pairs_per_s_ours": round(statistics.median(
+            o["validation_pairs_per_s"] for o in ours), 2),
         "peak_gpu_mem_mb": {"ours": ours[-1]["peak_gpu_mem_mb"],
                             "plain": plain[-1]["peak_gpu_mem_mb"]},
     }))

@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "lib.cli_train",
     "lib.cli_sweep",
     "lib.cli_evaluate",
+    "lib.cli_corpus",
+    "lib.cli_mine",
 ]
 
 

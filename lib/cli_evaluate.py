@@ -52,6 +52,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="score long documents as overlapping windows (max over windows)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: automatic)")
+    p.add_argument("--corpus", metavar="NAME",
+                   help="retrieve-then-rerank: candidates = each query's top-k from this corpus "
+                   "(unjudged = not relevant) instead of its labelled pairs")
+    p.add_argument("--first-stage", default="bm25", metavar="R",
+                   help="with --corpus: bm25, biencoder[:MODEL] or run:FILE (default bm25)")
+    p.add_argument("--top-k", type=int, default=100, help="with --corpus: candidates per query")
     p.add_argument("--report", metavar="OUT.html", help="also copy the HTML report here")
     p.add_argument("--no-save", action="store_true",
                    help="do not keep the evaluation in the workspace (no report)")
@@ -84,6 +90,8 @@ def _default_baselines(ws: Workspace, model: str) -> list[str]:
     from lib.evaluation.rankers import parse_ranker
 
     ranker = parse_ranker(model, ws)
+    if ranker.kind == "fusion":  # a fusion must beat both first stages to be worth serving
+        return ["bm25", "biencoder"]
     base = ((ranker.training or {}).get("config") or {}).get("base_model")
     return [base] if base else ["bm25"]
 
@@ -103,6 +111,7 @@ def cmd_evaluate(args, ws: Workspace) -> int:
         n_bootstrap=args.bootstrap, seed=args.seed, max_length=args.max_length,
         window_stride=args.window_stride, batch_size=args.batch_size, device=args.device,
         save=not args.no_save or bool(args.report),
+        corpus=args.corpus, first_stage=args.first_stage, top_k=args.top_k,
     )
     result = evaluate(ws, spec, progress=_progress(not args.json and sys.stderr.isatty()))
     if args.report:
@@ -118,15 +127,19 @@ def cmd_evaluate(args, ws: Workspace) -> int:
 
 def _print_result(r, copied: str | None, ws: Workspace) -> None:
     from lib.evaluation.compare import format_p, metric_label
+    from lib.evaluation.verdicts import evaluation_verdict
 
     print(f"dataset {r.dataset['name']} ({r.dataset['dataset_id']}), split {r.split_label}: "
           f"{r.n_queries} queries evaluated, {r.n_excluded} excluded (no relevant candidate), "
           f"{r.n_pairs} pairs")
     print(f"{r.candidates}")
     width = max(len(n) for n in r.ranker_names) + 2
-    print("\n" + "ranker".ljust(width) + "".join(f"{metric_label(m):>12}" for m in r.metrics))
+    judged = " judged@10" if r.first_stage else ""
+    print("\n" + "ranker".ljust(width) + "".join(f"{metric_label(m):>12}" for m in r.metrics)
+          + judged)
     for name in r.ranker_names:
-        print(name.ljust(width) + "".join(f"{r.means[name][m]:>12.4f}" for m in r.metrics))
+        print(name.ljust(width) + "".join(f"{r.means[name][m]:>12.4f}" for m in r.metrics)
+              + (f"{r.means[name].get('judged@10', float('nan')):>10.3f}" if judged else ""))
     for b in r.baselines:
         print(f"\n{r.model} vs {b} ({r.spec['stat_test']}):")
         for m in r.metrics:
@@ -135,9 +148,15 @@ def _print_result(r, copied: str | None, ws: Workspace) -> None:
                   f"95% CI {c.ci_low:+.4f}..{c.ci_high:+.4f}  {format_p(c.p_value):<11} "
                   f"W/T/L {c.wins}/{c.ties}/{c.losses}"
                   + ("  *" if c.significant else ""))
+    for rk in r.rankers:
+        if (rk.get("stats") or {}).get("fusion"):
+            print(f"\nfusion {rk['name']}: {rk['stats']['note']}")
     print()
     for v in r.verdicts:
         print(v)
+    honest = evaluation_verdict(r)
+    if honest is not None and honest.lost:
+        print("\n" + honest.as_text() + "\n")
     for w in r.warnings:
         print(f"{w.severity}: {w.message}")
     if r.report_dir:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from lib.cli import print_json
-from lib.training import jobs, runfiles
+from lib.training import baselines, jobs, runfiles
 from lib.training.config import (
     PRESETS,
     build_config,
@@ -138,6 +138,8 @@ def follow(ws: Workspace, run_id: str, out, stop_timeout: float) -> dict[str, An
 def summary(run_id: str, status: dict[str, Any]) -> dict[str, Any]:
     best = status.get("best") or {}
     start = status.get("start") or {}
+    bar = status.get("baselines") or {}
+    best_ndcg = best.get("ndcg@10")
     return {
         "run_id": run_id,
         "status": status.get("state"),
@@ -153,6 +155,9 @@ def summary(run_id: str, status: dict[str, Any]) -> dict[str, Any]:
         "error": status.get("error"),
         "advice": status.get("advice"),
         "note": status.get("note"),
+        "baselines": baselines.metrics_only(bar),
+        "beats": baselines.beats(best_ndcg, bar),
+        "beat_summary": baselines.beat_sentence(best_ndcg, bar),
     }
 
 
@@ -163,6 +168,8 @@ def _print_summary(s: dict[str, Any], status: dict[str, Any]) -> None:
         print(f"  validation NDCG@10 {s['best']['ndcg@10']:.4f} (untrained start "
               f"{start if start is None else f'{start:.4f}'}), MRR@10 {s['best']['mrr@10']:.4f}, "
               f"{s['validation_queries']} queries, best at step {s['best']['step']}")
+    if s["beat_summary"]:
+        print(f"  {s['beat_summary']}")
     if s["model_path"]:
         print(f"  model: {s['model_path']}")
     if s["train_samples_per_second"]:
@@ -222,7 +229,8 @@ def cmd_runs(args, ws: Workspace) -> int:
         print("no runs yet: `reranker-studio train --dataset NAME`")
         return 0
     cols = ["run_id", "status", "dataset", "queue_position", "global_step", "max_steps",
-            "start_ndcg10", "best_ndcg10", "best_mrr10", "validation_queries", "device"]
+            "start_ndcg10", "best_ndcg10", "bm25_ndcg10", "biencoder_ndcg10", "best_mrr10",
+            "validation_queries", "device"]
     print(df[cols].to_string(index=False))
     return 0
 

@@ -74,8 +74,12 @@ def evaluate_rankings(
     metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     rel_threshold: int = 1,
     name: str = "model",
+    extra_qrels: pd.DataFrame | None = None,
 ) -> EvalResult:
-    """Mean and per-query metrics of one ranker over the candidates in `pairs`."""
+    """Mean and per-query metrics of one ranker over the candidates in `pairs`.
+
+    `extra_qrels` (query_id, doc_id, label): relevant documents that are not candidates (a first
+    stage missed them); they count in the qrels, so missing them costs recall and NDCG."""
     from ranx import Qrels, Run, evaluate
 
     if len(pairs) != len(np.asarray(scores)):
@@ -83,6 +87,9 @@ def evaluate_rankings(
     pairs = pairs.reset_index(drop=True)
     relevant = pairs["label"] >= rel_threshold
     has_rel = relevant.groupby(pairs["query_id"].astype(str)).any()
+    if extra_qrels is not None and len(extra_qrels):
+        missed_rel = extra_qrels[extra_qrels["label"] >= rel_threshold]
+        has_rel |= has_rel.index.isin(set(missed_rel["query_id"].astype(str)))
     keep_q = set(has_rel[has_rel].index)
     excluded = sorted(set(has_rel.index) - keep_q)
     mask = pairs["query_id"].astype(str).isin(keep_q).to_numpy()
@@ -93,7 +100,13 @@ def evaluate_rankings(
         return EvalResult({m: float("nan") for m in metrics}, pd.DataFrame(), 0, len(excluded),
                           excluded)
     with RANX_LOCK:
-        qrels = Qrels(qrels_dict(kept))
+        qd = qrels_dict(kept)
+        if extra_qrels is not None:
+            for q, d, lab in zip(extra_qrels["query_id"], extra_qrels["doc_id"],
+                                 extra_qrels["label"], strict=True):
+                if str(q) in keep_q and lab > 0:
+                    qd.setdefault(str(q), {}).setdefault(str(d), int(lab))
+        qrels = Qrels(qd)
         run = Run(run_dict(kept, kept_scores), name=name)
         per = evaluate(qrels, run, ranx_names, return_mean=False, make_comparable=True)
     if len(ranx_names) == 1:

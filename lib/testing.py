@@ -38,6 +38,32 @@ def build_tiny_cross_encoder(out_dir: str | Path, seed: int = 0, max_length: int
     return out
 
 
+def build_tiny_bi_encoder(out_dir: str | Path, seed: int = 0) -> Path:
+    """A 2-layer, hidden-32 BERT with mean pooling, saved as a SentenceTransformer: a fast
+    stand-in for the bundled bi-encoder (RERANKER_STUDIO_BAR_BIENCODER in tests)."""
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lib.models import default_model_path
+
+    out = Path(out_dir)
+    if (out / "modules.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), use_fast=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64)
+    tmp = out.with_name(out.name + ".hf")
+    BertModel(config).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    SentenceTransformer(str(tmp), local_files_only=True).save(str(out))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def wait_until(pred, timeout: float = 90.0, every: float = 0.2):
     """Poll `pred` until it returns something truthy (returned); AssertionError on timeout.
     For tests that watch a detached worker through its files."""

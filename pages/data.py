@@ -5,6 +5,7 @@ import hashlib
 import plotly.express as px
 import streamlit as st
 
+from corpus_ui import corpus_section
 from lib import datasets, ingest, split
 from lib.diskspace import DiskFullError
 from lib.workspace import UnsafePathError, resolve_workspace
@@ -102,6 +103,8 @@ if report is not None:
         )
         if report.errors_total > len(report.errors):
             st.caption(f"First {len(report.errors)} of {report.errors_total:,} shown.")
+
+corpus_section(ws)
 
 # ---- Datasets ------------------------------------------------------------------------------------
 st.subheader("Datasets")

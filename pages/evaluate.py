@@ -21,6 +21,7 @@ from lib.evaluation.store import (
     list_evaluations,
     load_evaluation,
 )
+from lib.evaluation.verdicts import evaluation_verdict
 from lib.evaluation.warmup import warmup_state
 from lib.workspace import UnsafePathError, resolve_workspace, safe_name
 from page_guard import require_entry
@@ -64,18 +65,24 @@ else:
 checkpoints = list_checkpoints(ws)
 options = [f"checkpoint:{c.run_id}" for c in checkpoints] + ["default", "bm25", "biencoder"]
 labels = {f"checkpoint:{c.run_id}": f"checkpoint of run {c.label}" for c in checkpoints}
+fusions = [f"fuse:checkpoint:{c.run_id}+{b}" for c in checkpoints for b in ("bm25", "biencoder")]
+labels.update({f: f"{f}: the checkpoint fused with {f.rsplit('+', 1)[1]} (weight chosen on "
+               "validation, reported on the evaluated split; cross-validated without one)"
+               for f in fusions})
+options = options[:len(checkpoints)] + fusions + options[len(checkpoints):]
 labels.update({
     "default": "default: bundled all-MiniLM-L6-v2 cross-encoder (untrained head)",
     "bm25": "bm25: lexical BM25 over the candidates",
     "biencoder": "biencoder: all-MiniLM-L6-v2 zero-shot, cosine",
 })
-OTHER = "other: a hub id or a local model path"
+OTHER = "other: a hub id or a local model path"  # or a fusion: fuse:A+B[@weight]
 c1, c2 = st.columns(2)
 model_choice = c1.selectbox("Model under test", [*options, OTHER],
                             format_func=lambda o: labels.get(o, o))
 model_spec = model_choice
 if model_choice == OTHER:
     model_spec = c1.text_input("Model (hub id or path)",
+                               help="or a fusion: fuse:A+B, '@0.3' fixes the weight on A",
                                placeholder="cross-encoder/ms-marco-MiniLM-L-6-v2").strip()
 ckpt = {f"checkpoint:{c.run_id}": c for c in checkpoints}.get(model_choice)
 base_of_model = ckpt.base_model if ckpt else None
@@ -116,6 +123,18 @@ with st.expander("Metrics and settings"):
     windows = s5.checkbox("Score long documents as windows (max over windows)")
     stride = s6.number_input("Window overlap (tokens)", 0, 512, 64, 16, disabled=not windows)
     batch_size = s4.number_input("Batch size", 1, 1024, 64)
+    from lib.corpora import list_corpora
+
+    _corpora = list(list_corpora(ws)["name"])
+    k1, k2, k3 = st.columns(3)
+    cand_corpus = k1.selectbox(
+        "Candidates", ["labelled pairs", *_corpora], key="eval_candidates",
+        format_func=lambda c: c if c == "labelled pairs" else f"top-k from corpus {c}",
+        help="Labelled pairs: rerank each query's labelled candidates. A corpus: a first stage "
+        "retrieves top-k (unjudged = not relevant), as in production.")
+    first_stage_choice = k2.selectbox("First stage", ["bm25", "biencoder"],
+                                      disabled=cand_corpus == "labelled pairs")
+    top_k = k3.number_input("Top-k", 1, 1000, 100, disabled=cand_corpus == "labelled pairs")
 
 go = st.button("Evaluate", type="primary",
                disabled=not (model_spec and (baseline_choice or extra or run_upload)
@@ -159,6 +178,8 @@ if go:
             metrics=metrics, rel_threshold=int(rel_threshold), stat_test=stat_test,
             max_p=float(max_p), max_length=int(max_length) or None,
             window_stride=int(stride) if windows else None, batch_size=int(batch_size),
+            corpus=None if cand_corpus == "labelled pairs" else cand_corpus,
+            first_stage=first_stage_choice, top_k=int(top_k),
         )
         result = evaluate(ws, spec, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
         bar.empty()
@@ -201,9 +222,18 @@ st.caption(
     f"{r.spec['rel_threshold']}). {r.candidates}. Link: `?report={r.eval_id}`."
 )
 
+honest = evaluation_verdict(r)
+if honest is not None and honest.lost:
+    st.error("Verdict: the model under test loses to a first stage you already have.",
+             icon=":material/gavel:")
+    st.text(honest.as_text())  # plain text: it quotes model names and Checks findings
+for rk in r.rankers:
+    if (rk["stats"] or {}).get("fusion"):
+        st.text(f"Fusion {rk['name']}: {rk['stats']['note']}")
 st.markdown("**Metrics** (mean over queries)")
 st.dataframe(
-    pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics}}
+    pd.DataFrame([{"ranker": n, **{metric_label(m): r.means[n][m] for m in r.metrics},
+                   **({"judged@10": r.means[n].get("judged@10")} if r.first_stage else {})}
                   for n in r.ranker_names]),
     hide_index=True, width="stretch",
     column_config={metric_label(m): st.column_config.NumberColumn(format="%.4f")

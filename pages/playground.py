@@ -61,17 +61,21 @@ else:
     st.caption(f"**{query}**: {len(docs)} labelled candidates (labels are shown beside the ranks).")
 
 checkpoints = list_checkpoints(ws)
-options = [f"checkpoint:{c.run_id}" for c in checkpoints] + ["default", "bm25", "biencoder"]
-OTHER = "other (hub id or path)"
+options = ([f"checkpoint:{c.run_id}" for c in checkpoints]
+           + [f"fuse:checkpoint:{c.run_id}+{b}" for c in checkpoints for b in ("bm25", "biencoder")]
+           + ["default", "bm25", "biencoder"])
+OTHER = "other (hub id or path)"  # a fusion spec works here too: fuse:A+B[@weight]
 c1, c2 = st.columns(2)
 left = c1.selectbox("Ranker A", [*options, OTHER], index=0)
 if left == OTHER:
-    left = c1.text_input("Ranker A: hub id or path", key="left_other").strip()
+    left = c1.text_input("Ranker A: hub id or path", key="left_other",
+                         help="or a fusion: fuse:A+B, '@0.3' fixes the weight on A").strip()
 right_options = [o for o in [*options, OTHER] if o != left]
 right = c2.selectbox("Ranker B", right_options,
                      index=right_options.index("bm25") if "bm25" in right_options else 0)
 if right == OTHER:
-    right = c2.text_input("Ranker B: hub id or path", key="right_other").strip()
+    right = c2.text_input("Ranker B: hub id or path", key="right_other",
+                          help="or a fusion: fuse:A+B, '@0.3' fixes the weight on A").strip()
 if "default" in (left, right):
     st.warning(UNTRAINED_HEAD_NOTE)
 go = st.button("Rank", type="primary", disabled=not (query.strip() and docs and left and right))
@@ -92,6 +96,9 @@ if result is not None:
     if labels_shown is not None and len(labels_shown) == len(tbl):
         tbl.insert(1, "label", [labels_shown[int(d[1:]) - 1] for d in tbl["doc"]])
     a, b = names[0], names[1]
+    for r in res.rankers:
+        if r.kind == "fusion":  # which weight: fixed, saved with the model, or the 0.5 default
+            st.text(f"{r.name}: {res.stats[r.name].note}")
     tbl["rank change"] = tbl[f"{b} rank"] - tbl[f"{a} rank"]
     st.markdown(f"**Ranked by {a}** (rank change > 0: {a} puts the document higher than {b})")
     cols = ["doc", *(["label"] if "label" in tbl else []), f"{a} rank", f"{a} score",

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import lib.training.baselines as baselines
 from lib import datasets, db, split
 from lib.models import DEFAULT_MODEL_LABEL
 from lib.training import jobs, runfiles
@@ -24,6 +25,7 @@ from lib.training.config import (
 )
 from lib.training.preflight import check_warnings
 from lib.training.recipe import recipe_summary
+from lib.training.tokenized import batching_caption
 from lib.workspace import resolve_workspace
 from page_guard import require_entry
 
@@ -196,14 +198,16 @@ if runs.empty:
     st.info("No runs yet.")
     st.stop()
 shown = runs[["run_id", "status", "dataset", "queue_position", "global_step", "max_steps",
-              "start_ndcg10", "best_ndcg10", "best_mrr10", "validation_queries", "device",
-              "created_at"]].rename(columns={
+              "start_ndcg10", "best_ndcg10", "bm25_ndcg10", "biencoder_ndcg10", "best_mrr10",
+              "validation_queries", "device", "created_at"]].rename(columns={
                   "start_ndcg10": "NDCG@10 start", "best_ndcg10": "NDCG@10 best",
+                  "bm25_ndcg10": "NDCG@10 BM25", "biencoder_ndcg10": "NDCG@10 bi-encoder",
                   "best_mrr10": "MRR@10 best", "validation_queries": "val queries",
                   "queue_position": "queue"})
 st.dataframe(shown, hide_index=True, width="stretch")
 st.caption("NDCG@10 / MRR@10 on each run's validation queries (their labelled candidates "
-           "re-ranked); 'start' is the untrained model at step 0, 'best' the kept checkpoint.")
+           "re-ranked); 'start' is the untrained model at step 0, 'best' the kept checkpoint; "
+           "BM25 and the zero-shot bi-encoder on the same pairs are the bar to beat.")
 
 run_ids = list(runs["run_id"])
 live_states = (runfiles.QUEUED, runfiles.STARTING, runfiles.RUNNING)
@@ -229,6 +233,15 @@ def charts(metrics: pd.DataFrame, start_ndcg) -> None:
     fig.add_scatter(x=evals["step"], y=evals["mrr10"], mode="lines+markers", name="MRR@10")
     if start_ndcg is not None and not pd.isna(start_ndcg):
         fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text="NDCG@10 untrained")
+    # the bar to beat, measured by the worker on the same validation pairs (status.json)
+    bar = baselines.metrics_only(
+        runfiles.read_status(jobs.run_dir_of(ws, run_id)).get("baselines"))
+    for key, colour in (("bm25", "#c62828"), ("biencoder", "#6a1b9a")):
+        value = (bar.get(key) or {}).get("ndcg@10")
+        if value is not None:
+            fig.add_hline(y=value, line_dash="dash", line_color=colour,
+                          annotation_text=f"NDCG@10 {baselines.LABELS[key]} (bar to beat)",
+                          annotation_position="bottom right")
     fig.update_layout(title="Validation per eval step", xaxis_title="step", height=300,
                       margin=dict(t=40, b=30, l=40, r=10))
     c2.plotly_chart(fig, width="stretch")
@@ -237,6 +250,30 @@ def charts(metrics: pd.DataFrame, start_ndcg) -> None:
         fig.update_layout(title="Throughput (training samples/s, validation time excluded)",
                           xaxis_title="step", height=250, margin=dict(t=40, b=30, l=40, r=10))
         st.plotly_chart(fig, width="stretch")
+
+
+def bar_to_beat(state: str, status: dict) -> None:
+    """While it is measured, say so; at the end, whether the run beat it (and if not, why)."""
+    if status.get("baselines_error"):
+        st.text(f"The bar to beat was not measured: {status['baselines_error']}")
+    elif not status.get("baselines") and state in runfiles.ACTIVE:
+        st.caption("Measuring the bar to beat (BM25, zero-shot bi-encoder) on the validation "
+                   "pairs first.")
+    if state in runfiles.TERMINAL:
+        show_verdict(status)
+
+
+def show_verdict(status: dict) -> None:
+    """The words at the end: did the run beat the bar, and if not, why and what next."""
+    verdict = baselines.run_verdict(ws, jobs.run_dir_of(ws, run_id), status)
+    if verdict is None:
+        return
+    box = st.error if verdict.lost else st.success
+    box(verdict.headline, icon=":material/gavel:")
+    if verdict.lost:
+        # plain text: the causes quote Checks findings and model names (user text)
+        st.text("Likely causes:\n" + "\n".join(f"- {c}" for c in verdict.causes)
+                + "\n\nNext to try:\n" + "\n".join(f"- {x}" for x in verdict.next_steps))
 
 
 def controls(state: str, status: dict) -> None:
@@ -309,6 +346,8 @@ def live_panel() -> None:
         f"`{meta.get('split_id')}`; training {meta.get('train_pairs', '?')} pairs "
         f"({meta.get('train_queries', '?')} queries)."
     )
+    if batching := batching_caption(status.get("batching")):
+        st.caption(batching)
     controls(state, status)
     if state == runfiles.FAILED:
         st.error(status.get("error") or "the run failed")
@@ -321,6 +360,7 @@ def live_panel() -> None:
     if metrics["kind"].isin(["train", "eval"]).any():
         charts(metrics, start)
     model_path = status.get("model_path")
+    bar_to_beat(state, status)
     if model_path and state in runfiles.TERMINAL:
         st.markdown("**Model** (best checkpoint, native sentence-transformers format)")
         st.code(f'from sentence_transformers.cross_encoder import CrossEncoder\n'

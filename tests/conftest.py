@@ -9,6 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every training run measures its bar to beat; the bundled bi-encoder takes minutes on a busy
+# CPU, so worker tests measure BM25 only unless they set a (tiny) bi-encoder themselves.
+os.environ.setdefault("RERANKER_STUDIO_BAR_BIENCODER", "none")
 
 from lib.workspace import ENV_VAR, resolve_workspace  # noqa: E402
 

@@ -54,7 +54,27 @@ def test_guide_default_preset_matches_the_guide():
         3e-5, 8, 2, 100, 512)
     quick = preset("CPU quick")
     assert quick.max_length <= 128 and quick.epochs == 1 and quick.max_train_pairs
-    assert set(PRESETS) == {"Guide default", "CPU quick", "GPU full", "Distil (CPU)"}
+    assert set(PRESETS) == {"Guide default", "CPU quick", "GPU throughput", "GPU full",
+                            "Distil (CPU)"}
+
+
+def test_gpu_throughput_preset_agrees_with_the_memory_check():
+    """The preset's note quotes the Checks' estimate; its lr follows scaled_lr without a warning."""
+    import re
+
+    from lib.checks.memory import memory_check
+    from lib.models import default_model_path
+    from lib.training.config import PRESET_NOTES, config_warnings, scaled_lr
+
+    cfg = preset("GPU throughput")
+    assert cfg.batch_size >= 256 and cfg.precision in ("auto", "bf16") and cfg.length_bucketing
+    assert cfg.learning_rate == pytest.approx(scaled_lr(cfg.batch_size), rel=0.01)
+    check = memory_check(default_model_path(), cfg.batch_size, cfg.max_length, "bf16",
+                         query_gpu=False)
+    quoted = float(re.search(r"about ([0-9.]+) GiB", PRESET_NOTES["GPU throughput"]).group(1))
+    assert quoted == pytest.approx(check["total_gib"], abs=0.1)
+    assert check["total_bytes"] < 16 * 1024**3  # "fits a 16 GB card", as the note says
+    assert config_warnings(cfg, gpu_available=True) == []
 
 
 def test_set_values_parse_as_yaml_scalars():

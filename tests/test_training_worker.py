@@ -55,6 +55,13 @@ def test_training_lowers_loss_and_logs_validation_ndcg(trained):
     evals = [r for r in records if r["kind"] == "eval"]
     assert [e["step"] for e in evals][:2] == [0, 10]  # the untrained start, then every 10 steps
     assert all(0 < e["ndcg@10"] <= 1 and e["n_queries"] == 45 for e in evals)
+    assert all(e["eval_pairs_per_s"] > 0 for e in evals)
+    start = next(r for r in records if r["kind"] == "start")
+    assert start["pretokenized"] and start["length_bucketing"]
+    # max length 48 truncates every demo pair to 48 tokens: no padding either way here
+    # (test_fast_training measures the cut on varied lengths)
+    assert 0 <= start["padding_share"] <= start["padding_share_random"]
+    assert list((run_dir / "tokens").glob("train-*.npz"))  # tokenised once, kept for a resume
     best = max(evals[1:], key=lambda e: e["ndcg@10"])  # step 0 is the base model, not a checkpoint
     assert result["best"]["ndcg@10"] == pytest.approx(best["ndcg@10"])
     assert result["best"]["step"] == best["step"]
@@ -104,6 +111,7 @@ def test_train_page_renders_the_finished_run(trained, monkeypatch):
     assert at.title[0].value == "Train"
     assert any(result["run_id"] in m.value and "finished" in m.value for m in at.markdown)
     assert any(f'CrossEncoder("{result["model_path"]}")' in c.value for c in at.code)
+    assert any("length-bucketed, padding" in c.value for c in at.caption)
     assert [b.label for b in at.button if b.label == "Launch"]
 
 
@@ -139,6 +147,7 @@ def test_stop_then_resume_continues_the_step_count(workspace, tiny_model):
     assert runfiles.read_status(run_dir)["global_step"] > stopped_at
     log = (run_dir / "worker.log").read_text()
     assert f"resuming from checkpoint-{stopped_at}" in log
+    assert "read from the token cache" in log  # a resume does not tokenise again
 
 
 def test_killed_worker_shows_failed_with_log_tail(workspace, tiny_model):

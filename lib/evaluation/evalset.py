@@ -28,6 +28,11 @@ class EvalSet:
     pairs: pd.DataFrame  # query_id, doc_id, query, document, label, line
     duplicate_ids_dropped: int = 0
     ingested_from: str | None = None
+    # retrieve-then-rerank (lib.evaluation.candidates): judged relevant docs not retrieved,
+    # the first stage's figures, and the candidate note
+    missed: pd.DataFrame | None = None
+    first_stage: dict | None = None
+    note: str | None = None
 
     @property
     def split_label(self) -> str:
@@ -35,6 +40,8 @@ class EvalSet:
 
     @property
     def candidates_note(self) -> str:
+        if self.note:
+            return self.note
         n_q = self.pairs["query_id"].nunique()
         per = len(self.pairs) / n_q if n_q else 0
         return (f"candidates = the labelled pairs of each query ({len(self.pairs):,} pairs, "

@@ -114,9 +114,10 @@ class FusionFit:
     @property
     def sentence(self) -> str:
         est = "n/a" if self.estimate is None else f"{self.estimate:.4f}"
+        where = (self.chosen_on if self.chosen_on.startswith("fixed")
+                 else f"chosen on {self.chosen_on}")
         return (f"fusion weight {self.weight:g} on {self.a or 'A'} ({self.normalisation} per "
-                f"query) chosen on {self.chosen_on}; {self.metric} {est} reported on "
-                f"{self.reported_on}")
+                f"query) {where}; {self.metric} {est} reported on {self.reported_on}")
 
 
 def fit_and_report(choose_pairs: pd.DataFrame, choose_a, choose_b, report_pairs: pd.DataFrame,

@@ -24,7 +24,7 @@ from lib.evaluation.compare import (
     verdict,
 )
 from lib.evaluation.evalset import EvalSet, load_eval_set
-from lib.evaluation.rankers import CROSS_ENCODER, Ranker, parse_ranker, unique_names
+from lib.evaluation.rankers import CROSS_ENCODER, FUSION, Ranker, parse_ranker, unique_names
 from lib.evaluation.sanity import (
     SanityWarning,
     leakage_warnings,
@@ -92,6 +92,9 @@ class EvaluationSpec:
     device: str | None = None
     title: str | None = None
     save: bool = True
+    corpus: str | None = None  # retrieve-then-rerank: candidates = top-k of this corpus
+    first_stage: str = "bm25"  # 'bm25' | 'biencoder[:MODEL]' | 'run:FILE'
+    top_k: int = 100
 
     def validated(self) -> EvaluationSpec:
         if not self.baselines:
@@ -135,6 +138,7 @@ class EvaluationResult:
     seconds: float = 0.0
     report_dir: str | None = None  # relative to the workspace root
     files: dict[str, str] = field(default_factory=dict)
+    first_stage: dict | None = None  # retrieve-then-rerank setting, recall@k, judged@10
 
     @property
     def primary_metric(self) -> str:
@@ -151,6 +155,13 @@ class EvaluationResult:
     @property
     def ranker_names(self) -> list[str]:
         return [self.model, *self.baselines]
+
+    def honest_verdict_json(self) -> dict | None:
+        """lib.evaluation.verdicts: versus BM25 / the bi-encoder, with causes when it loses."""
+        from lib.evaluation.verdicts import evaluation_verdict
+
+        v = evaluation_verdict(self)
+        return v.to_json() if v is not None else None
 
     def to_json(self) -> dict:
         """The CLI's --json contract first (metrics, comparison, n_queries, n_excluded)."""
@@ -172,6 +183,7 @@ class EvaluationResult:
                             for b, cs in self.comparisons.items()},
             "verdict": self.verdict,
             "verdicts": self.verdicts,
+            "honest_verdict": self.honest_verdict_json(),
             "dataset": self.dataset,
             "split": self.split,
             "split_id": self.split_id,
@@ -186,6 +198,7 @@ class EvaluationResult:
             "seconds": round(self.seconds, 2),
             "report_dir": self.report_dir,
             "files": self.files,
+            "first_stage": self.first_stage,
         }
 
 
@@ -214,17 +227,30 @@ def evaluate(
     if progress:
         progress(0.0, "loading the evaluation set")
     es = load_eval_set(ws, spec.dataset, spec.split)
+    if spec.corpus:
+        from lib.evaluation.candidates import corpus_candidates
+
+        if progress:
+            progress(0.01, f"retrieving top-{spec.top_k} from corpus {spec.corpus}")
+        es = corpus_candidates(ws, es, spec.corpus, spec.first_stage, spec.top_k,
+                               spec.rel_threshold)
     pairs = es.pairs
     max_length = shared_max_length(rankers, spec)
     scores: dict[str, np.ndarray] = {}
     stats: dict[str, ScoreStats] = {}
     n = len(rankers)
     for i, r in enumerate(rankers):
-        s, st = score_ranker(
-            ws, r, pairs, max_length=max_length.get(r.name), window_stride=spec.window_stride,
-            batch_size=spec.batch_size, device=spec.device,
-            progress=_stage(progress, 0.02 + 0.88 * i / n, 0.02 + 0.88 * (i + 1) / n),
-        )
+        kw = dict(max_length=max_length.get(r.name), window_stride=spec.window_stride,
+                  batch_size=spec.batch_size, device=spec.device,
+                  progress=_stage(progress, 0.02 + 0.88 * i / n, 0.02 + 0.88 * (i + 1) / n))
+        if r.kind == FUSION:  # the weight is chosen on other queries than these (fusion_ranker)
+            from lib.evaluation.fusion_ranker import score_fusion_eval
+
+            s, st, fit = score_fusion_eval(ws, r, es, rel_threshold=spec.rel_threshold,
+                                           seed=spec.seed, **kw)
+            st.fusion = fit.to_json()
+        else:
+            s, st = score_ranker(ws, r, pairs, **kw)
         scores[r.name], stats[r.name] = s, st
     if progress:
         progress(0.9, "computing metrics and significance")
@@ -291,8 +317,12 @@ def assemble(
     n_queries = 0
     for r in rankers:
         res = evaluate_rankings(pairs, scores[r.name], spec.metrics, spec.rel_threshold,
-                                name=r.name)
-        means[r.name] = res.means
+                                name=r.name, extra_qrels=es.missed)
+        means[r.name] = dict(res.means)
+        if "judged" in pairs.columns:  # retrieve-then-rerank: how much of the top 10 is judged
+            from lib.evaluation.candidates import JUDGED_AT, judged_at
+
+            means[r.name][f"judged@{JUDGED_AT}"] = judged_at(pairs, scores[r.name])
         excluded, n_queries = res.excluded, res.n_queries
         frame = res.per_query.rename(columns={m: f"{r.name}|{m}" for m in spec.metrics})
         per_query = frame if per_query is None else per_query.merge(frame, on="query_id")
@@ -354,7 +384,7 @@ def assemble(
         rankers=[{**r.to_json(), "stats": stats[r.name].to_json()} for r in rankers],
         model=model.name, baselines=[b.name for b in baselines], metrics=list(spec.metrics),
         means=means, comparisons=comparisons, verdicts=verdicts, warnings=warnings,
-        per_query=per_query, scored=scored,
+        per_query=per_query, scored=scored, first_stage=es.first_stage,
     )
 
 

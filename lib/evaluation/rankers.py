@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,12 +25,16 @@ CROSS_ENCODER = "cross-encoder"
 RUN_FILE = "run"
 RUN_PREFIX = "run:"
 CHECKPOINT_PREFIX = "checkpoint:"
+FUSION = "fusion"
+FUSE_PREFIX = "fuse:"
+_FUSE_WEIGHT = re.compile(r"@\s*([0-9]*\.?[0-9]+)\s*$")
 _BM25_ALIASES = {"bm25", "bm-25"}
 _BI_ALIASES = {"biencoder", "bi-encoder", "bi_encoder"}
 RANKER_HELP = (
     "a hub id, a local model path, 'default' (bundled all-MiniLM-L6-v2, untrained reranker head), "
-    "'checkpoint:RUN_ID' (a training run's best checkpoint), 'bm25', 'biencoder', or 'run:FILE' "
-    "(JSONL with query_id, doc_id, score)"
+    "'checkpoint:RUN_ID' (a training run's best checkpoint), 'bm25', 'biencoder', 'run:FILE' "
+    "(JSONL with query_id, doc_id, score), or 'fuse:A+B' (A's and B's per-query normalised "
+    "scores mixed, e.g. fuse:checkpoint:RUN_ID+bm25; '@0.3' fixes the weight on A)"
 )
 UNTRAINED_HEAD_NOTE = (
     "the bundled all-MiniLM-L6-v2 has no trained reranker head: as a cross-encoder its scores are "
@@ -52,7 +57,7 @@ class RunFileError(ValueError):
 
 @dataclass(frozen=True)
 class Ranker:
-    kind: str  # CROSS_ENCODER | BM25 | BIENCODER | RUN_FILE
+    kind: str  # CROSS_ENCODER | BM25 | BIENCODER | RUN_FILE | FUSION
     spec: str  # what the user typed
     name: str  # short display name (unique within an evaluation)
     path: str | None = None  # model dir / hub id, or the run file
@@ -60,6 +65,8 @@ class Ranker:
     run_id: str | None = None  # training run, when a checkpoint of one
     training: dict | None = field(default=None, compare=False, hash=False)
     head_seed: int | None = None  # seeds the untrained head of the bundled default model
+    parts: tuple[Ranker, ...] = ()  # FUSION: (A, B)
+    fusion_weight: float | None = None  # FUSION: the weight on A when the user fixed it
 
     @property
     def untrained_head(self) -> bool:
@@ -80,6 +87,12 @@ class Ranker:
             return "bi-encoder all-MiniLM-L6-v2 (bundled, zero-shot), cosine similarity"
         if self.kind == RUN_FILE:
             return f"external run file {Path(self.path or '').name}"
+        if self.kind == FUSION:
+            a, b = self.parts
+            w = ("weight chosen on held-out queries" if self.fusion_weight is None
+                 else f"weight {self.fusion_weight:g} on A, fixed")
+            return (f"fusion of A = {a.name} and B = {b.name}: per-query normalised scores, "
+                    f"{w}")
         if self.model_kind == "default":
             return "cross-encoder all-MiniLM-L6-v2 (bundled; UNTRAINED reranker head)"
         if self.run_id:
@@ -96,6 +109,8 @@ class Ranker:
             "description": self.description, "untrained_head": self.untrained_head,
             "head_seed": self.head_seed if self.untrained_head else None,
             "training": self.training,
+            **({"parts": [p.to_json() for p in self.parts], "fusion_weight": self.fusion_weight}
+               if self.kind == FUSION else {}),
         }
 
 
@@ -103,6 +118,8 @@ def parse_ranker(text: str, ws: Workspace | None = None) -> Ranker:
     """One ranker from its string form (see RANKER_HELP)."""
     s = (text or "").strip()
     low = s.lower()
+    if low.startswith(FUSE_PREFIX):
+        return _fusion_ranker(s, ws)
     if low in _BM25_ALIASES:
         return Ranker(BM25, s, BM25)
     if low in _BI_ALIASES:
@@ -136,6 +153,28 @@ def parse_ranker(text: str, ws: Workspace | None = None) -> Ranker:
                       head_seed=DEFAULT_HEAD_SEED)
     name = Path(ref.path).name if ref.kind == "local" else ref.path
     return Ranker(CROSS_ENCODER, s, name, path=ref.path, model_kind=ref.kind)
+
+
+def _fusion_ranker(spec: str, ws: Workspace | None) -> Ranker:
+    """fuse:A+B[@w]: B is split off at the last '+', so A may be any ranker but a fusion."""
+    body = spec[len(FUSE_PREFIX):].strip()
+    weight = None
+    m = _FUSE_WEIGHT.search(body)
+    if m:
+        weight = float(m.group(1))
+        if not 0.0 <= weight <= 1.0:
+            raise RankerSpecError(f"{spec!r}: the fusion weight must be in [0, 1], got {weight:g}")
+        body = body[:m.start()].strip()
+    a_text, plus, b_text = body.rpartition("+")
+    if not plus or not a_text.strip() or not b_text.strip():
+        raise RankerSpecError(f"{spec!r}: a fusion is 'fuse:A+B' (e.g. fuse:checkpoint:RUN_ID+"
+                              "bm25), optionally '@0.3' for a fixed weight on A")
+    a, b = parse_ranker(a_text, ws), parse_ranker(b_text, ws)
+    if FUSION in (a.kind, b.kind):
+        raise RankerSpecError(f"{spec!r}: a fusion fuses two plain rankers, not fusions")
+    name = f"fuse:{a.name}+{b.name}" + (f"@{weight:g}" if weight is not None else "")
+    return Ranker(FUSION, spec, name, parts=(a, b), fusion_weight=weight, run_id=a.run_id,
+                  training=a.training)
 
 
 def _checkpoint_ranker(spec: str, run_id: str, model_dir: Path) -> Ranker:

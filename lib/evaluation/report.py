@@ -140,6 +140,9 @@ def _data_section(r: EvaluationResult) -> str:
          + (f"<br><span class='muted'>{e(', '.join(r.excluded[:50]))}"
             f"{' ...' if len(r.excluded) > 50 else ''}</span>" if r.excluded else "")],
         ["Candidates", e(r.candidates)],
+        *([["First stage", e(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in r.first_stage.items()))]]
+          if r.first_stage else []),
         ["Labels", e(", ".join(f"{k}: {v:,}" for k, v in r.label_counts.items()))
          + f" <span class='muted'>({e(ds.get('label_scale'))}; relevant = label &ge; "
            f"{e(r.spec.get('rel_threshold', 1))} for the binary metrics, NDCG uses the grades)"
@@ -185,6 +188,11 @@ def _metrics_section(r: EvaluationResult) -> str:
             cells.append(f"<b>{cell}</b>" if v is not None and v == best else cell)
         rows.append(cells)
     out = _table(headers, rows, set(range(1, len(headers))))
+    judged = [(n, r.means[n].get("judged@10")) for n in r.ranker_names]
+    if r.first_stage and any(v is not None for _, v in judged):
+        out += ("<p>Judged@10 (share of each query's top 10 that was ever labelled; unjudged "
+                "documents count as not relevant): " + e(", ".join(
+                    f"{n} {_f(v)}" for n, v in judged)) + "</p>")
     test = STAT_TEST_LABELS.get(r.spec.get("stat_test", "fisher"), "")
     for b in r.baselines:
         crow = []
@@ -261,6 +269,25 @@ def _fig_html(fig) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG)
 
 
+def _honest_verdict(r: EvaluationResult) -> str:
+    """When the model under test loses to BM25 / the bi-encoder: that, the likely causes and
+    what to try next (lib.evaluation.verdicts)."""
+    from lib.evaluation.verdicts import evaluation_verdict
+
+    v = evaluation_verdict(r)
+    if v is None or not v.lost:
+        return ""
+    items = lambda xs: "<ul>" + "".join(f"<li>{e(x)}</li>" for x in xs) + "</ul>"  # noqa: E731
+    return (f"<div class='verdict bad'><b>{e(v.headline)}</b><br>Likely causes:"
+            f"{items(v.causes)}Next to try:{items(v.next_steps)}</div>")
+
+
+def _fusion_notes(r: EvaluationResult) -> str:
+    """Where each fusion weight was chosen and where its figure is reported."""
+    return "".join(f"<p class='muted'>Fusion {e(rk['name'])}: {e(rk['stats']['note'])}</p>"
+                   for rk in r.rankers if (rk.get("stats") or {}).get("fusion"))
+
+
 def render_html(r: EvaluationResult) -> str:
     """The whole report as one string (~5 MB, most of it plotly.js)."""
     from plotly.offline import get_plotlyjs
@@ -269,6 +296,7 @@ def render_html(r: EvaluationResult) -> str:
     verdicts = "".join(
         f"<div class='{_verdict_class(r, b)}'>{e(v)}</div>"
         for b, v in zip(r.baselines, r.verdicts, strict=True))
+    verdicts += _honest_verdict(r) + _fusion_notes(r)
     warnings = "".join(
         f"<div class='{'warn' if w.severity == 'warning' else 'info'}'>{e(w.message)}"
         + (_leak_examples(w.details) if w.kind == "leakage" and w.details else "") + "</div>"

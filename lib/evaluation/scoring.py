@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from lib import db
-from lib.evaluation.rankers import BIENCODER, BM25, CROSS_ENCODER, RUN_FILE, Ranker, load_run_file
+from lib.evaluation.rankers import (
+    BIENCODER,
+    BM25,
+    CROSS_ENCODER,
+    FUSION,
+    RUN_FILE,
+    Ranker,
+    load_run_file,
+)
 from lib.models import ModelRef, model_fingerprint
 from lib.workspace import Workspace
 
@@ -47,6 +55,7 @@ class ScoreStats:
     max_length: int | None = None
     windowing: str = "none"
     note: str | None = None
+    fusion: dict | None = None  # a fusion ranker's FusionFit (weight, where chosen / reported)
 
     @property
     def pairs_per_s(self) -> float | None:
@@ -187,6 +196,16 @@ def cached_cross_encoder(ref: ModelRef, max_length: int | None = None, device: s
         return model
 
 
+def release_models(kind: str | None = None) -> int:
+    """Drop loaded models ('ce', 'bi' or all) from this process's cache, e.g. so a training
+    worker does not keep a baseline's weights in GPU memory; returns how many were dropped."""
+    with _MODELS_LOCK:
+        keys = [k for k in _MODELS if kind is None or k[0] == kind]
+        for k in keys:
+            del _MODELS[k]
+    return len(keys)
+
+
 def cached_bi_encoder(ref: ModelRef, device: str | None = None):
     from sentence_transformers import SentenceTransformer
 
@@ -278,19 +297,28 @@ def _can_pipeline(model) -> bool:
 
 
 def _forward(model, features) -> np.ndarray:
-    """What CrossEncoder.predict does with one tokenised batch: forward, upcast, activation."""
-    import torch
-    from sentence_transformers.util import batch_to_device
+    """What CrossEncoder.predict does with one tokenised batch (bf16 autocast on a GPU)."""
+    from lib.training.tokenized import forward_scores
 
-    with torch.inference_mode():
-        scores = model(batch_to_device(features, model.device))["scores"]
-        if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
-            scores = scores.float()
-        if model.activation_fn is not None:
-            scores = model.activation_fn(scores)
-        if scores.ndim > 1:
-            scores = scores.squeeze(-1)
-        return scores.float().cpu().numpy().astype(np.float64)
+    return forward_scores(model, features)
+
+
+def _tokenized_batches(model, work: list, batch_size: int, prompt: str | None):
+    """(features, positions in `work`) per batch: each pair tokenised once, the chunk sorted by
+    token length, every batch padded to its longest pair (a multiple of 8), as in training."""
+    from lib.training.tokenized import Unsupported, tokenize_pairs
+
+    try:
+        rows = tokenize_pairs(model, work, prompt=prompt)
+    except Unsupported:
+        for b in range(0, len(work), batch_size):
+            yield model.preprocess(work[b:b + batch_size], prompt=prompt), list(
+                range(b, min(b + batch_size, len(work))))
+        return
+    order = np.argsort(-rows.lengths, kind="stable")
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        yield rows.collate(idx), idx.tolist()
 
 
 _TUNE_LOCK = threading.Lock()
@@ -354,7 +382,9 @@ def score_pairs(
     max_length: int | None = None,
     on_chunk: Callable[[int, np.ndarray, int], None] | None = None,
 ) -> np.ndarray:
-    """Scores of `pairs` in order, equal to CrossEncoder.predict's (max over windows if asked).
+    """Scores of `pairs` in order, equal to CrossEncoder.predict's (max over windows if asked;
+    bf16 on a GPU, so there equal within bf16 rounding). Pre-tokenised and length-sorted within
+    each chunk, batches padded to a multiple of 8: the path the training evaluator uses.
 
     A background thread tokenises (and cuts windows) ahead while the model scores the current
     batch, so the tokenizer's time hides behind the forward pass (on a GPU; on a CPU where
@@ -382,6 +412,10 @@ def score_pairs(
         return False
 
     tuner = _CoreForTokenizer(model, pipelined, -(-len(pairs) // chunk))
+    if pipelined:
+        from lib.training.tokenized import predict_prompt
+
+        prompt = predict_prompt(model)
 
     def produce() -> None:
         try:
@@ -394,10 +428,14 @@ def score_pairs(
 
                     work, source = window_pairs(model.tokenizer, part, int(max_length or 512),
                                                 window_stride)
-                for b in range(0, len(work), batch_size):
-                    batch = work[b:b + batch_size]
-                    feats = model.preprocess(batch) if pipelined else batch
-                    if not put(("batch", feats, source[b:b + batch_size])):
+                if pipelined:
+                    batches = ((feats, [source[i] for i in idx]) for feats, idx in
+                               _tokenized_batches(model, work, batch_size, prompt))
+                else:
+                    batches = ((work[b:b + batch_size], source[b:b + batch_size])
+                               for b in range(0, len(work), batch_size))
+                for feats, src in batches:
+                    if not put(("batch", feats, src)):
                         return
                 if not put(("chunk", lo, len(part), len(work))):
                     return
@@ -580,4 +618,10 @@ def score_ranker(
         return score_bm25(pairs, label=ranker.name)
     if ranker.kind == RUN_FILE:
         return score_run_file(str(ranker.path), pairs, ranker.name)
+    if ranker.kind == FUSION:  # no labelled split here: fixed / saved weight (see fusion_ranker)
+        from lib.evaluation.fusion_ranker import score_fusion_plain
+
+        return score_fusion_plain(ws, ranker, pairs, max_length=max_length,
+                                  window_stride=window_stride, batch_size=batch_size,
+                                  device=device, progress=progress)
     raise ValueError(f"unknown ranker kind {ranker.kind!r}")

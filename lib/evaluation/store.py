@@ -111,7 +111,7 @@ def load_evaluation(ws: Workspace, eval_id: str) -> EvaluationResult:
         comparisons=comparisons, verdicts=d["verdicts"],
         warnings=[SanityWarning(**w) for w in d["warnings"]], per_query=per_query,
         scored=scored, seconds=d.get("seconds", 0.0), report_dir=d["report_dir"],
-        files=d["files"],
+        files=d["files"], first_stage=d.get("first_stage"),
     )
 
 

@@ -81,4 +81,13 @@ def ingest_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str) -> in
          _num(status.get("train_samples_per_second")), status.get("model_path"),
          status.get("error"), done + len(records), run_id],
     )
+    bar = status.get("baselines") or {}
+    if bar:
+        bm25, bi = bar.get("bm25") or {}, bar.get("biencoder") or {}
+        con.execute(
+            "UPDATE runs SET bm25_ndcg10 = ?, bm25_mrr10 = ?, biencoder_ndcg10 = ?, "
+            "biencoder_mrr10 = ? WHERE run_id = ?",
+            [_num(bm25.get("ndcg@10")), _num(bm25.get("mrr@10")), _num(bi.get("ndcg@10")),
+             _num(bi.get("mrr@10")), run_id],
+        )
     return len(records)

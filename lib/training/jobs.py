@@ -579,6 +579,7 @@ def list_runs(ws: Workspace) -> pd.DataFrame:
             "SELECT r.run_id, r.status, d.name AS dataset, r.dataset_id, r.split_id, "
             "r.created_at, r.started_at, r.finished_at, r.queue_position, r.global_step, "
             "r.max_steps, r.start_ndcg10, r.best_ndcg10, r.best_mrr10, r.best_step, "
+            "r.bm25_ndcg10, r.bm25_mrr10, r.biencoder_ndcg10, r.biencoder_mrr10, "
             "r.validation_queries, r.train_pairs, r.train_samples_per_second, r.device, "
             "r.precision, r.model_path, r.error "
             "FROM runs r LEFT JOIN datasets d ON d.dataset_id = r.dataset_id "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.diskspace import is_disk_full
-from lib.training import diskfull, runfiles
+from lib.training import baselines, diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -129,7 +129,9 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: 
         use_cpu=device == "cpu",
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0,  # the collator only pads pre-tokenised ids: workers lost here
+        logging_nan_inf_filter=False,  # its NaN/Inf check syncs the GPU on every step
+        torch_compile=cfg.torch_compile,
         # every parameter of a cross-encoder gets a gradient; the default (search for unused
         # ones) makes DDP fail with "Expected to mark a variable ready only once"
         ddp_find_unused_parameters=False,
@@ -202,11 +204,11 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         )
     _log(f"run {run_dir.name}: loading libraries")
     import torch
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.utils import logging as hf_logging
 
     from lib.models import load_cross_encoder, model_max_length, resolve_model
+    from lib.training import fastpath
     from lib.training import recipe as cold
     from lib.training.callbacks import (
         GracefulStopCallback,
@@ -252,13 +254,17 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         if rank0:
             runfiles.update_status(run_dir, distillation=distilled)
     dataset = build_train_dataset(train_df, cfg, max_label)
+    fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
+                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
+    if rank0:
+        runfiles.update_status(run_dir, batching=fast.info)  # padding share, for the Train page
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
         "device": shown_device,
         "precision": precision, "train_rows": len(dataset), "train_pairs": len(train_df),
         "validation_pairs": len(val_df), "validation_queries": int(val_df["query_id"].nunique()),
-        "resumed": resume, "max_length": max_length, "world_size": world,
+        "resumed": resume, "max_length": max_length, "world_size": world, **fast.info,
         "recipe": recipe.to_json(), "distillation": distilled,
     })
     stopper = GracefulStopCallback(flag)
@@ -267,7 +273,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     args = training_arguments(cfg, run_dir, precision, device, resume, lr_mapping)
-    trainer = CrossEncoderTrainer(
+    trainer = fast.trainer(
         model=model, args=args, train_dataset=dataset,
         loss=build_loss(model, cfg, recipe.pos_weight),
         evaluator=evaluator, callbacks=callbacks,
@@ -276,6 +282,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     if resume and checkpoint is None:
         _log("no checkpoint to resume from: starting from step 0")
         trainer.args.eval_on_start = True
+    # the bar to beat (BM25, bi-encoder) on these validation pairs: cached in the run dir
+    bar = baselines.at_run_start(run_dir, val_df, model_device, _log) if rank0 else None
     if flag.is_set():
         _log(f"stop requested ({flag.signal_name}) before training began")
         return _finish(run_dir, runfiles.STOPPED, note="stopped before the first step")
@@ -302,6 +310,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         "device": shown_device, "precision": precision, "max_length": max_length,
         "peak_gpu_mem_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                             if device == "cuda" else None),
+        **baselines.at_run_end(bar, best, start),
     }
     if rank0:
         model_dir = run_dir / runfiles.MODEL
@@ -317,6 +326,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         result["model_path"] = str(model_dir)
         result["model_is_best"] = best_step is not None
         _log(f"saved {'best' if best_step is not None else 'last'} model to {model_dir}")
+        baselines.append_to_card(model_dir, result, best)
     try:
         (run_dir / "eval").rmdir()  # the trainer makes it for evaluator files; ours writes none
     except OSError:

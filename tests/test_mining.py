@@ -1,0 +1,161 @@
+"""Hard-negative mining: never a labelled pair, never a validation query, the parent unchanged."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lib import corpora, db, mining, split
+from lib.cli import main
+from lib.ingest import ingest_file
+
+TOPICS = ["boundary layer", "heat transfer", "shell buckling", "shock wave", "wing flutter",
+          "jet noise", "rotor blade", "supersonic inlet", "plate vibration", "nozzle flow"]
+
+
+def build(workspace, tmp_path):
+    """10 queries with one positive each (+ one labelled negative for q0), a 300-doc corpus.
+
+    The corpus holds every labelled document, a copy of q0's labelled negative under another
+    doc_id (same text), and a planted false negative for q1: a doc answering it word for word.
+    """
+    rows, docs = [], []
+    for i, topic in enumerate(TOPICS):
+        pos = f"measurements of {topic} in experiment {i} show the {topic} effect clearly"
+        rows.append({"query_id": f"q{i}", "query": f"{topic} effect", "doc_id": f"p{i}",
+                     "document": pos, "label": 1})
+        docs.append({"doc_id": f"p{i}", "text": pos})
+    labelled_neg = "boundary layer effect unrelated engine test report"
+    rows.append({"query_id": "q0", "query": "boundary layer effect", "doc_id": "n0",
+                 "document": labelled_neg, "label": 0})
+    docs.append({"doc_id": "n0", "text": labelled_neg})
+    docs.append({"doc_id": "copy-of-n0", "text": labelled_neg})
+    docs.append({"doc_id": "planted", "text": "heat transfer effect heat transfer effect"})
+    rng = np.random.default_rng(0)
+    words = " ".join(TOPICS).split() + ["effect", "test", "flow", "model", "data", "study"]
+    for j in range(300 - len(docs)):
+        docs.append({"doc_id": f"x{j}", "text": " ".join(rng.choice(words, size=12))})
+    data = tmp_path / "pos.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = ingest_file(workspace, data, "pos")
+    # fixed split: q8, q9 validation; the rest train
+    with db.connect(workspace) as con:
+        con.execute("UPDATE pairs SET split_hint = CASE WHEN query_id IN ('q8', 'q9') "
+                    "THEN 'validation' ELSE 'train' END WHERE dataset_id = ?", [ds.dataset_id])
+    split.make_split(workspace, "pos", val_frac=0.0)
+    cpath = tmp_path / "corpus.jsonl"
+    cpath.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    corpora.add_corpus(workspace, cpath, "aero")
+    return ds
+
+
+def snapshot(workspace, name):
+    return (split.load_split_pairs(workspace, name).sort_values(["query_id", "doc_id"])
+            .reset_index(drop=True))
+
+
+def test_never_a_labelled_pair_nor_a_validation_query(workspace, tmp_path):
+    build(workspace, tmp_path)
+    before = snapshot(workspace, "pos")
+    r = mining.mine(workspace, "pos", mining.MineOptions(
+        corpus="aero", negatives=5, range_max=300, margin=None))
+    assert r.queries == 8 and r.mined == 40 and r.queries_short == 0
+    assert r.skipped_labelled >= 8 + 2  # every positive, n0 and its copy under another id
+    new = snapshot(workspace, r.name)
+    mined = new[~new.set_index(["query_id", "doc_id"]).index.isin(
+        before.set_index(["query_id", "doc_id"]).index)]
+    assert len(mined) == 40 and (mined["label"] == 0).all()
+    assert set(mined["query_id"]) <= {f"q{i}" for i in range(8)}  # train queries only
+    labelled = set(zip(before["query_id"], before["doc_id"], strict=True))
+    labelled_text = {(q, mining.text_hash(d)) for q, d in zip(before["query_id"],
+                                                              before["document"], strict=True)}
+    for q, d, text in zip(mined["query_id"], mined["doc_id"], mined["document"], strict=True):
+        assert (q, d) not in labelled and (q, mining.text_hash(text)) not in labelled_text
+    assert "copy-of-n0" not in set(mined[mined["query_id"] == "q0"]["doc_id"])
+    # the parent is unchanged, the version keeps its query-level split
+    after = snapshot(workspace, "pos")
+    assert after.equals(before)
+    splits_new = new.groupby("query_id")["split"].first()
+    assert splits_new.equals(before.groupby("query_id")["split"].first())
+    # provenance of every mined row
+    with db.connect(workspace) as con:
+        prov = con.execute("SELECT retriever, rank, score, positive_score, sampled, decision "
+                           "FROM mined_pairs WHERE dataset_id = ?", [r.dataset_id]).df()
+    assert len(prov) == 40 and set(prov["retriever"]) == {"bm25"}
+    assert prov["rank"].between(1, 300).all() and prov["score"].notna().all()
+    assert set(prov["decision"]) == {"pending"}
+
+
+def test_guard_drops_a_planted_false_negative(workspace, tmp_path):
+    build(workspace, tmp_path)
+    opts = mining.MineOptions(corpus="aero", negatives=3, range_max=20, margin=None)
+    plain = mining.mine(workspace, "pos", opts)
+    assert "planted" in set(snapshot(workspace, plain.name).query("query_id == 'q1'")["doc_id"])
+
+    def guard(queries, docs):  # share of the query's words in the document
+        return np.array([len(set(q.split()) & set(d.split())) / len(set(q.split()))
+                         for q, d in zip(queries, docs, strict=True)])
+
+    guarded = mining.mine(workspace, "pos", mining.MineOptions(
+        corpus="aero", negatives=3, range_max=20, margin=None, guard="fake", max_score=0.99),
+        guard_fn=guard)
+    got = snapshot(workspace, guarded.name).query("query_id == 'q1'")
+    assert "planted" not in set(got["doc_id"])
+    assert guarded.dropped_by_guard >= 1 and len(got) == 1 + 3
+    with db.connect(workspace) as con:
+        g = con.execute("SELECT max(guard_score) FROM mined_pairs WHERE dataset_id = ?",
+                        [guarded.dataset_id]).fetchone()[0]
+    assert g < 0.99
+
+
+def test_margin_window_random_share_and_repeat(workspace, tmp_path):
+    build(workspace, tmp_path)
+    r = mining.mine(workspace, "pos", mining.MineOptions(
+        corpus="aero", negatives=4, range_min=2, range_max=30, margin=0.1, random_share=0.5))
+    with db.connect(workspace) as con:
+        prov = con.execute("SELECT * FROM mined_pairs WHERE dataset_id = ?",
+                           [r.dataset_id]).df()
+    ret = prov[prov["sampled"] == "top"]
+    assert (ret["rank"] >= 3).all() and (ret["rank"] <= 30).all()
+    assert (ret["score"] <= ret["positive_score"] - 0.1 * ret["positive_score"].abs()
+            + 1e-6).all()
+    assert r.random_negatives == (prov["sampled"] == "random-corpus").sum() == 16
+    assert r.dropped_by_margin > 0
+    with pytest.raises(ValueError, match="already mined with these settings"):
+        mining.mine(workspace, "pos", mining.MineOptions(
+            corpus="aero", negatives=4, range_min=2, range_max=30, margin=0.1,
+            random_share=0.5))
+    with pytest.raises(ValueError, match="needs both"):
+        mining.mine(workspace, "pos", mining.MineOptions(corpus="aero", guard="x"))
+
+
+def test_cli_mine_json_with_a_real_guard(workspace, tmp_path, capsys, tiny_model):
+    build(workspace, tmp_path)
+    ws = str(workspace.root)
+    assert main(["mine", "pos", "--corpus", "aero", "--negatives", "2", "--range-max", "10",
+                 "--guard", str(tiny_model), "--max-score", "1e9", "--workspace", ws,
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("dataset_id", "queries", "mined", "skipped_labelled", "dropped_by_guard",
+                "queries_short"):
+        assert key in out
+    assert out["queries"] == 8 and out["dropped_by_guard"] == 0
+    with db.connect(workspace) as con:
+        nulls = con.execute("SELECT count(*) FROM mined_pairs WHERE dataset_id = ? AND "
+                            "guard_score IS NULL", [out["dataset_id"]]).fetchone()[0]
+    assert nulls == 0
+    assert main(["mine", "pos", "--corpus", "nope", "--workspace", ws, "--json"]) == 2
+    assert "no corpus" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_deleting_the_version_leaves_the_parent(workspace, tmp_path):
+    from lib.datasets import delete_dataset
+
+    build(workspace, tmp_path)
+    before = snapshot(workspace, "pos")
+    r = mining.mine(workspace, "pos", mining.MineOptions(corpus="aero", negatives=2))
+    delete_dataset(workspace, r.name)
+    with db.connect(workspace) as con:
+        left = con.execute("SELECT count(*) FROM mined_pairs WHERE dataset_id = ?",
+                           [r.dataset_id]).fetchone()[0]
+    assert left == 0 and snapshot(workspace, "pos").equals(before)
