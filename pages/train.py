@@ -23,6 +23,7 @@ from lib.training.config import (
     config_warnings,
 )
 from lib.training.preflight import check_warnings
+from lib.training.recipe import recipe_summary
 from lib.training.tokenized import batching_caption
 from lib.workspace import resolve_workspace
 from page_guard import require_entry
@@ -129,6 +130,20 @@ with st.expander("More settings"):
     c = st.columns(4)
     cpu_threads = c[0].number_input("CPU threads (0 = all cores)", 0, 1024, base.cpu_threads,
                                     key=k + "thr", help=FIELDS["cpu_threads"].description)
+    cold_start = c[1].selectbox("Cold-start recipe", ["auto", "on", "off"],
+                                index=["auto", "on", "off"].index(base.cold_start),
+                                key=k + "cold", help=FIELDS["cold_start"].description)
+    head_lr = c[2].number_input("Head learning rate (0 = 1e-3)", 0.0, 0.5,
+                                base.head_learning_rate or 0.0, format="%.1e", key=k + "hlr",
+                                help=FIELDS["head_learning_rate"].description)
+    teacher = c[3].text_input("Distil from (empty = off)", base.distill_teacher or "",
+                              key=k + "teach", help=FIELDS["distill_teacher"].description)
+    c = st.columns(4)
+    distill_epochs = c[0].number_input("Distillation epochs", 1, 20, base.distill_epochs,
+                                       key=k + "dep")
+    distill_docs = c[1].number_input("Sampled documents per query", 0, 1000,
+                                     base.distill_docs_per_query, key=k + "ddq",
+                                     help=FIELDS["distill_docs_per_query"].description)
 
 values = {
     "base_model": base_model.strip() or "default", "learning_rate": lr, "batch_size": batch,
@@ -137,6 +152,9 @@ values = {
     "pos_weight": pos_weight or None, "early_stopping_patience": patience or None, "seed": seed,
     "precision": precision, "device": device, "max_train_pairs": max_pairs or None,
     "num_gpus": num_gpus, "cpu_threads": cpu_threads, "logging_steps": base.logging_steps,
+    "cold_start": cold_start, "head_learning_rate": head_lr or None,
+    "distill_teacher": teacher.strip() or None, "distill_epochs": distill_epochs,
+    "distill_docs_per_query": distill_docs,
 }
 cfg, problem = None, None
 try:
@@ -337,6 +355,8 @@ def live_panel() -> None:
             st.warning(esc(status["advice"]), icon=":material/lightbulb:")
     if status.get("note"):
         st.info(esc(status["note"]))
+    if status.get("recipe"):
+        st.caption("Recipe: " + esc(recipe_summary(status["recipe"], status.get("distillation"))))
     if metrics["kind"].isin(["train", "eval"]).any():
         charts(metrics, start)
     model_path = status.get("model_path")

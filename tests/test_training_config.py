@@ -54,7 +54,8 @@ def test_guide_default_preset_matches_the_guide():
         3e-5, 8, 2, 100, 512)
     quick = preset("CPU quick")
     assert quick.max_length <= 128 and quick.epochs == 1 and quick.max_train_pairs
-    assert set(PRESETS) == {"Guide default", "CPU quick", "GPU throughput", "GPU full"}
+    assert set(PRESETS) == {"Guide default", "CPU quick", "GPU throughput", "GPU full",
+                            "Distil (CPU)"}
 
 
 def test_gpu_throughput_preset_agrees_with_the_memory_check():
@@ -325,3 +326,12 @@ def test_worker_ending_while_its_files_are_ingested_loses_no_progress_line(
                                 [run_id]).fetchall()[0]
     assert status == "finished"
     assert n == len(real_read(run_dir)) == 3
+
+
+def test_distil_preset_and_cold_start_fields():
+    cfg = preset("Distil (CPU)")
+    assert cfg.distill_teacher == "biencoder" and cfg.distill_docs_per_query == 10
+    assert cfg.cold_start == "auto" and cfg.head_learning_rate is None
+    assert build_config({"cold_start": "on", "head_learning_rate": 2e-3}).head_learning_rate == 2e-3
+    with pytest.raises(ConfigError, match="cold_start"):
+        build_config({"cold_start": "maybe"})

@@ -17,7 +17,8 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert not at.exception
     assert at.title[0].value == "Train"
     preset = next(s for s in at.selectbox if s.label == "Preset")
-    assert preset.options == ["Guide default", "CPU quick", "GPU throughput", "GPU full"]
+    assert preset.options == ["Guide default", "CPU quick", "GPU throughput", "GPU full",
+                              "Distil (CPU)"]
     assert preset.value == "CPU quick"  # no GPU here
     assert at.number_input(key="CPU quick:ml").value == 128
     # the only doubt about the preset on fresh demo data: the Checks have not been run yet

@@ -73,6 +73,24 @@ class TrainConfig(BaseModel):
                                    "far less padding at long max lengths")
     torch_compile: bool = Field(False, description="torch.compile the model (GPU; first steps "
                                 "slower while it compiles)")
+    cold_start: Literal["auto", "on", "off"] = Field(
+        "auto", description="the recipe for a new (untrained) reranker head: a higher head "
+        "learning rate, pos_weight from the label balance, early stopping. auto: on when the "
+        "base model has no trained head"
+    )
+    head_learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="learning rate of the reranker head under the cold-start "
+        "recipe (default 1e-3); the encoder keeps learning_rate"
+    )
+    distill_teacher: str | None = Field(
+        None, description="distil before fine-tuning: 'biencoder' (the zero-shot bi-encoder, "
+        "offline) or a cross-encoder path/hub id; None: no distillation"
+    )
+    distill_epochs: int = Field(1, ge=1, le=20, description="epochs of the distillation phase")
+    distill_docs_per_query: int = Field(
+        10, ge=0, le=1000, description="training documents sampled per training query (seeded) "
+        "on top of its own candidates, scored by the teacher"
+    )
 
     @property
     def listwise(self) -> bool:
@@ -106,6 +124,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 512, "max_train_pairs": None, "device": "cuda", "precision": "auto",
         "early_stopping_patience": 5,
     },
+    # CPU quick, after first teaching the model the zero-shot bi-encoder's scores (offline).
+    "Distil (CPU)": {
+        "learning_rate": 5e-5, "batch_size": 16, "epochs": 1, "eval_steps": 25,
+        "max_length": 128, "max_train_pairs": 1200, "device": "cpu", "precision": "fp32",
+        "logging_steps": 5, "distill_teacher": "biencoder", "distill_epochs": 1,
+        "distill_docs_per_query": 10,
+    },
 }
 PRESET_NOTES = {
     "Guide default": "lr 3e-5, batch 8, 2 epochs, validate every 100 steps, max length 512.",
@@ -119,6 +144,10 @@ PRESET_NOTES = {
     "shapes settle. Not yet measured on a GPU here.",
     "GPU full": "batch 32, 2 epochs, max length 512, bf16/fp16, early stopping after 5 "
     "validations without improvement.",
+    "Distil (CPU)": "CPU quick, after a distillation phase: the cross-encoder first learns the "
+    "zero-shot bi-encoder's scores on each training query's candidates plus 10 sampled training "
+    "documents (1 epoch, MSE), then fine-tunes on the labels. Set distill_teacher to a "
+    "cross-encoder path or hub id to distil a stronger reranker.",
 }
 
 

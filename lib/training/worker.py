@@ -81,7 +81,8 @@ def build_train_dataset(train, cfg: TrainConfig, max_label: int):
     })
 
 
-def build_loss(model, cfg: TrainConfig):
+def build_loss(model, cfg: TrainConfig, pos_weight: float | None = None):
+    """`pos_weight`: the cold-start recipe's (from the label balance); else the config's."""
     import torch
     from sentence_transformers.cross_encoder import losses
 
@@ -89,12 +90,13 @@ def build_loss(model, cfg: TrainConfig):
         return losses.LambdaLoss(model)
     if cfg.loss == "listnet":
         return losses.ListNetLoss(model)
-    pos_weight = torch.tensor(cfg.pos_weight) if cfg.pos_weight is not None else None
-    return losses.BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
+    weight = cfg.pos_weight if pos_weight is None else pos_weight
+    return losses.BinaryCrossEntropyLoss(
+        model, pos_weight=torch.tensor(weight) if weight is not None else None)
 
 
 def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: str,
-                       resume: bool):
+                       resume: bool, learning_rate_mapping: dict[str, float] | None = None):
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     from lib.training.callbacks import BEST_METRIC_KEY
@@ -106,6 +108,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: 
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
         learning_rate=cfg.learning_rate,
+        learning_rate_mapping=learning_rate_mapping or {},  # the cold-start head's own rate
         warmup_steps=cfg.warmup,  # a float below 1 is a fraction of the steps
         weight_decay=cfg.weight_decay,
         gradient_accumulation_steps=cfg.gradient_accumulation,
@@ -151,7 +154,8 @@ def _best_from_progress(run_dir: Path, best_step: int | None) -> tuple[dict, dic
 
 
 def write_model_card(model_dir: Path, meta: dict, cfg: TrainConfig, start: dict, best: dict,
-                     precision: str, device: str, final_dir: Path | None = None) -> None:
+                     precision: str, device: str, final_dir: Path | None = None,
+                     recipe: str | None = None) -> None:
     """Append what we measured to the sentence-transformers model card (README.md).
     `final_dir`: where the model will live (the card is written before the move)."""
     card = model_dir / "README.md"
@@ -176,6 +180,7 @@ re-ranked; metrics by `lib.metrics.evaluate_rankings` (ranx), graded NDCG, MRR a
 Base model `{cfg.base_model}`; loss `{cfg.loss}`; learning rate {cfg.learning_rate:g}; batch
 {cfg.batch_size}; epochs {cfg.epochs}; max length {cfg.max_length}; {precision} on {device};
 {meta.get("train_pairs")} training pairs ({meta.get("train_queries")} queries).
+Recipe: {recipe or "as configured"}.
 
 ```python
 from sentence_transformers.cross_encoder import CrossEncoder
@@ -204,6 +209,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
 
     from lib.models import load_cross_encoder, model_max_length, resolve_model
     from lib.training import fastpath
+    from lib.training import recipe as cold
     from lib.training.callbacks import (
         GracefulStopCallback,
         ProgressCallback,
@@ -233,6 +239,20 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     _log(f"loading {ref.label} (max length {max_length}) on {model_device}, {precision}")
     model = load_cross_encoder(ref, max_length=max_length, device=model_device,
                                trust_remote_code=cfg.trust_remote_code)
+    recipe = cold.plan(cfg, ref, train_df["label"], max_label)
+    lr_mapping = cold.learning_rate_mapping(recipe)
+    _log(f"recipe: {recipe.summary()}")
+    if rank0:
+        runfiles.update_status(run_dir, recipe=recipe.to_json())
+    distilled = None
+    if cfg.distill_teacher and not (resume and runfiles.last_checkpoint(run_dir)):
+        from lib.training.distill import run_distillation
+
+        distilled = run_distillation(model, train_df, cfg, run_dir, device=device,
+                                     precision=precision, learning_rate_mapping=lr_mapping,
+                                     log=_log)
+        if rank0:
+            runfiles.update_status(run_dir, distillation=distilled)
     dataset = build_train_dataset(train_df, cfg, max_label)
     fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
                             pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
@@ -245,14 +265,17 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         "precision": precision, "train_rows": len(dataset), "train_pairs": len(train_df),
         "validation_pairs": len(val_df), "validation_queries": int(val_df["query_id"].nunique()),
         "resumed": resume, "max_length": max_length, "world_size": world, **fast.info,
+        "recipe": recipe.to_json(), "distillation": distilled,
     })
     stopper = GracefulStopCallback(flag)
     callbacks = [progress, stopper]
-    if cfg.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    args = training_arguments(cfg, run_dir, precision, device, resume)
+    patience = recipe.early_stopping_patience
+    if patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    args = training_arguments(cfg, run_dir, precision, device, resume, lr_mapping)
     trainer = fast.trainer(
-        model=model, args=args, train_dataset=dataset, loss=build_loss(model, cfg),
+        model=model, args=args, train_dataset=dataset,
+        loss=build_loss(model, cfg, recipe.pos_weight),
         evaluator=evaluator, callbacks=callbacks,
     )
     checkpoint = runfiles.last_checkpoint(run_dir) if resume else None
@@ -297,7 +320,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         shutil.rmtree(partial, ignore_errors=True)
         trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
         write_model_card(partial, meta, cfg, start, best, precision, model_device,
-                         final_dir=model_dir)
+                         final_dir=model_dir, recipe=recipe.summary())
         shutil.rmtree(model_dir, ignore_errors=True)
         partial.rename(model_dir)
         result["model_path"] = str(model_dir)
@@ -313,7 +336,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
             f"checkpoint-{stopper.stopped_at}") if stopped else None
     if not stopped and state.global_step < state.max_steps:
         note = (f"early stopping at step {state.global_step} of {state.max_steps}: "
-                f"{cfg.early_stopping_patience} validations without a better NDCG@10")
+                f"{patience} validations without a better NDCG@10")
     result["wall_seconds"] = round(time.time() - t_wall, 1)
     return _finish(run_dir, state_name, note=note, **result)
 

@@ -1,0 +1,157 @@
+"""The cold-start recipe: what changes when the base model's reranker head is new.
+
+A base without a trained sequence-classification head (the bundled all-MiniLM-L6-v2 is a sentence
+embedding model) starts from a randomly initialised classifier. At the encoder's fine-tuning rate
+(2e-5..5e-5) that head barely moves on a few thousand pairs, so the recipe gives it its own, higher
+learning rate, weights the (usually rarer) positives by the label balance, and lets validation
+NDCG@10 stop the run and pick the best checkpoint. A trained head (a real cross-encoder, or one of
+our own saved runs) is left as the user configured it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lib.models import ModelRef
+from lib.training.config import TrainConfig
+
+DEFAULT_HEAD_LR = 1e-3
+DEFAULT_PATIENCE = 3  # validations without a better NDCG@10
+POS_WEIGHT_RANGE = (1.0, 10.0)
+# parameter-name prefixes of a sequence-classification head across common architectures
+HEAD_PREFIXES = ("classifier", "score", "pre_classifier")
+HEAD_PATTERN = r"(^|\.)(" + "|".join(HEAD_PREFIXES) + r")\."
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    """Tensor names from a safetensors header, without loading the weights."""
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return [k for k in header if k != "__metadata__"]
+
+
+def _weight_keys(model_dir: Path) -> list[str] | None:
+    for name in _WEIGHT_FILES:
+        f = model_dir / name
+        if not f.is_file():
+            continue
+        if name.endswith(".safetensors"):
+            return _safetensors_keys(f)
+        import torch
+
+        return list(torch.load(f, map_location="cpu", weights_only=True).keys())
+    return None
+
+
+def _is_head_key(key: str) -> bool:
+    parts = key.split(".")
+    return any(p in HEAD_PREFIXES for p in parts[:-1])
+
+
+def head_is_new(ref: ModelRef) -> bool:
+    """True when the base's weights hold no classification head (it would start random).
+
+    Local dirs are read from the weight file's tensor names; a hub id counts as trained when its
+    config names a *ForSequenceClassification architecture (a real cross-encoder)."""
+    path = Path(ref.path)
+    if path.is_dir():
+        keys = _weight_keys(path)
+        if keys is not None:
+            return not any(_is_head_key(k) for k in keys)
+        cfg = path / "config.json"
+        archs = json.loads(cfg.read_text()).get("architectures") if cfg.is_file() else None
+        return not any("ForSequenceClassification" in a for a in archs or [])
+    try:
+        from transformers import AutoConfig
+
+        archs = AutoConfig.from_pretrained(ref.path).architectures or []
+    except Exception:  # noqa: BLE001 - unreachable hub: assume a new head, the safe side
+        return True
+    return not any("ForSequenceClassification" in a for a in archs)
+
+
+def balance_pos_weight(labels, max_label: int = 1) -> float | None:
+    """negatives / positives (label > 0) for BCE, clamped to 1..10; None without both kinds.
+
+    Why: with few positives BCE learns to score everything low; weighting each positive by the
+    imbalance makes both classes count equally in the loss."""
+    values = [float(x) for x in labels]
+    pos = sum(1 for x in values if x > 0)
+    neg = len(values) - pos
+    if pos == 0 or neg == 0:
+        return None
+    lo, hi = POS_WEIGHT_RANGE
+    return round(min(hi, max(lo, neg / pos)), 3)
+
+
+@dataclass
+class Recipe:
+    """What the run applies; shown in status.json, the progress log and the model card."""
+
+    cold_start: bool
+    reason: str
+    head_learning_rate: float | None = None
+    pos_weight: float | None = None
+    early_stopping_patience: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if not self.cold_start:
+            return f"no cold-start recipe ({self.reason})"
+        return (f"cold start ({self.reason}): head learning rate {self.head_learning_rate:g}, "
+                f"pos_weight {self.pos_weight if self.pos_weight is not None else 'none'}, "
+                f"early stopping after {self.early_stopping_patience} validations without a "
+                "better NDCG@10")
+
+
+def plan(cfg: TrainConfig, ref: ModelRef, train_labels, max_label: int = 1) -> Recipe:
+    """Decide the recipe from the config and the base checkpoint."""
+    if cfg.cold_start == "off":
+        return Recipe(False, "cold_start off", pos_weight=cfg.pos_weight,
+                      early_stopping_patience=cfg.early_stopping_patience)
+    new = head_is_new(ref)
+    if cfg.cold_start == "auto" and not new:
+        return Recipe(False, "the base model has a trained reranker head",
+                      pos_weight=cfg.pos_weight,
+                      early_stopping_patience=cfg.early_stopping_patience)
+    reason = "cold_start on" if cfg.cold_start == "on" else "the base model has no reranker head"
+    pos_weight = cfg.pos_weight
+    if pos_weight is None and not cfg.listwise:
+        pos_weight = balance_pos_weight(train_labels, max_label)
+    return Recipe(
+        True, reason,
+        head_learning_rate=cfg.head_learning_rate or DEFAULT_HEAD_LR,
+        pos_weight=pos_weight,
+        early_stopping_patience=cfg.early_stopping_patience or DEFAULT_PATIENCE,
+    )
+
+
+def head_parameter_names(model) -> list[str]:
+    """Names (as model.named_parameters gives them) of the classification head's parameters."""
+    return [n for n, _ in model.named_parameters() if _is_head_key(n)]
+
+
+def learning_rate_mapping(recipe: Recipe) -> dict[str, float]:
+    """sentence-transformers' `learning_rate_mapping` (parameter-name regex -> learning rate):
+    the head gets its own rate under the cold-start recipe, nothing otherwise."""
+    if not recipe.cold_start or recipe.head_learning_rate is None:
+        return {}
+    return {HEAD_PATTERN: recipe.head_learning_rate}
+
+
+def recipe_summary(recipe: dict[str, Any], distillation: dict[str, Any] | None = None) -> str:
+    """One line for the Train page from status.json's `recipe` (and `distillation`) records."""
+    text = Recipe(**recipe).summary()
+    if distillation:
+        text += (f"; distilled {distillation.get('pairs')} pairs from "
+                 f"{distillation.get('teacher')!r} (MSE against the teacher "
+                 f"{distillation.get('mse_before')} -> {distillation.get('mse_after')})")
+    return text

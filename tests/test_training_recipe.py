@@ -1,0 +1,128 @@
+"""The cold-start recipe and the distillation phase, on the tiny model (CPU, seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lib.bootstrap import load_demo
+from lib.models import resolve_model
+from lib.training import jobs, runfiles
+from lib.training import recipe as cold
+from lib.training.callbacks import StopFlag
+from lib.training.config import build_config
+
+TINY = {"max_length": 48, "learning_rate": 1e-3, "max_train_pairs": 120, "device": "cpu",
+        "eval_batch_size": 64, "cpu_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def headless(tmp_path_factory, tiny_model):
+    """The tiny model saved as a bare encoder (BertModel): no classification head on disk."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("headless") / "enc"
+    config = BertConfig.from_pretrained(tiny_model)
+    config.architectures = ["BertModel"]
+    BertModel(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+def test_detects_a_new_head_from_the_checkpoint(tiny_model, headless):
+    assert cold.head_is_new(resolve_model("default"))  # the bundled sentence-embedding model
+    assert cold.head_is_new(resolve_model(str(headless)))
+    assert not cold.head_is_new(resolve_model(str(tiny_model)))  # a saved cross-encoder
+
+
+def test_pos_weight_comes_from_the_label_balance():
+    assert cold.balance_pos_weight([0, 0, 0, 1]) == 3.0
+    assert cold.balance_pos_weight([0, 2, 0, 1, 0, 0]) == 2.0  # any grade > 0 is a positive
+    assert cold.balance_pos_weight([0] * 50 + [1]) == 10.0  # clamped
+    assert cold.balance_pos_weight([1, 1, 0]) == 1.0  # never down-weights positives
+    assert cold.balance_pos_weight([0, 0]) is None
+
+
+def test_plan_applies_the_recipe_only_to_a_new_head(tiny_model, headless):
+    labels = [0, 0, 0, 0, 1]
+    auto = build_config({"cold_start": "auto"})
+    fresh = cold.plan(auto, resolve_model(str(headless)), labels)
+    assert fresh.cold_start and fresh.head_learning_rate == cold.DEFAULT_HEAD_LR
+    assert fresh.pos_weight == 4.0 and fresh.early_stopping_patience == cold.DEFAULT_PATIENCE
+    trained = cold.plan(auto, resolve_model(str(tiny_model)), labels)
+    assert not trained.cold_start and trained.pos_weight is None
+    assert cold.learning_rate_mapping(trained) == {}
+    forced = cold.plan(build_config({"cold_start": "on", "pos_weight": 2.0,
+                                     "head_learning_rate": 5e-4}),
+                       resolve_model(str(tiny_model)), labels)
+    assert forced.cold_start and forced.pos_weight == 2.0 and forced.head_learning_rate == 5e-4
+    off = cold.plan(build_config({"cold_start": "off"}), resolve_model(str(headless)), labels)
+    assert not off.cold_start
+
+
+def test_optimizer_has_the_head_rate_and_the_encoder_rate(tiny_model, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    from lib.models import load_cross_encoder
+    from lib.training.worker import build_loss, training_arguments
+
+    cfg = build_config({**TINY, "cold_start": "on", "learning_rate": 3e-5})
+    model = load_cross_encoder(resolve_model(str(tiny_model)), max_length=48, device="cpu")
+    plan = cold.plan(cfg, resolve_model(str(tiny_model)), [0, 0, 1])
+    args = training_arguments(cfg, tmp_path, "fp32", "cpu", False,
+                              cold.learning_rate_mapping(plan))
+    data = Dataset.from_dict({"query": ["q"], "document": ["d"], "label": [1.0]})
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
+                                  eval_dataset=data, loss=build_loss(model, cfg, plan.pos_weight))
+    optimizer = trainer.create_optimizer()
+    head = {id(p) for n, p in model.named_parameters() if n in cold.head_parameter_names(model)}
+    assert len(head) == 2  # classifier weight and bias
+    rates = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            rates[id(p)] = group["lr"]
+    assert {rates[i] for i in head} == {1e-3}
+    encoder = {rates[id(p)] for p in model.parameters() if id(p) not in head}
+    assert encoder == {3e-5}
+    assert float(trainer.loss.pos_weight) == 2.0  # 2 negatives : 1 positive
+
+
+def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_model, headless):
+    """A whole worker run: cold start detected on a headless base, the bi-encoder teacher's
+    scores cached in the run dir, MSE against the teacher falls, then label fine-tuning."""
+    from lib.training import worker
+
+    load_demo(workspace)
+    cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
+                        "eval_steps": 50, "logging_steps": 2, "distill_teacher": "biencoder",
+                        "distill_epochs": 10, "distill_docs_per_query": 5})
+    created = jobs.create_run(workspace, "cranfield-demo", cfg)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = worker.train(created.run_dir, resume=False, flag=StopFlag(created.run_dir))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["state"] == "finished"
+    status = runfiles.read_status(created.run_dir)
+    assert status["recipe"]["cold_start"] and status["recipe"]["head_learning_rate"] == 1e-3
+    distilled = status["distillation"]
+    assert distilled["mse_after"] < distilled["mse_before"] * 0.9
+    records = runfiles.read_progress(created.run_dir)
+    start = next(r for r in records if r["kind"] == "start")
+    assert start["recipe"]["cold_start"] and start["distillation"] == distilled
+    steps = [r for r in records if r["kind"] == "distill"]
+    assert len(steps) >= 3
+    # the teacher saw training queries only, each with its candidates plus 5 sampled documents
+    scores = [json.loads(line) for line in
+              (created.run_dir / "distill" / "teacher_scores.jsonl").read_text().splitlines()]
+    train_qids = {json.loads(line)["query_id"] for line in
+                  (created.run_dir / "data" / "train.jsonl").read_text().splitlines()}
+    assert {s["query_id"] for s in scores} == train_qids
+    assert len(scores) == distilled["pairs"] == created.train_pairs + 5 * len(train_qids)
+    assert np.isfinite([s["teacher_score"] for s in scores]).all()
+    assert any(r["kind"] == "train" for r in records)  # then the label phase ran
+    shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line
+    assert "head learning rate 0.001" in shown and "from 'biencoder'" in shown
