@@ -55,6 +55,20 @@ def test_app_refuses_run_files_outside_the_workspace_like_the_data_page(workspac
     assert "exist" not in msg  # an existing and a missing file get the same answer
 
 
+@pytest.mark.parametrize("spec", ["fuse:run:/etc/passwd+bm25", "fuse:bm25+run:/etc/passwd",
+                                  "fuse:run:../../etc/passwd+bm25@0.5"])
+def test_app_refuses_outside_paths_inside_a_fusion_too(workspace, spec):
+    """A fusion's parts are typed paths as well: the rule must not be bypassed through fuse:."""
+    with pytest.raises(UnsafePathError) as err:
+        parse_ranker(spec, workspace, **APP)
+    assert "exist" not in str(err.value)
+
+
+def test_app_refuses_model_folders_outside_the_workspace_inside_a_fusion(workspace, tiny_model):
+    with pytest.raises(UnsafePathError):
+        parse_ranker(f"fuse:{tiny_model}+bm25", workspace, **APP)
+
+
 def test_app_refusal_never_reads_or_echoes_the_file(workspace, outside_run, dataset):
     with pytest.raises(UnsafePathError) as err:
         evaluate(workspace, EvaluationSpec(dataset=dataset, model="bm25",

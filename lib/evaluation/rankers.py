@@ -122,7 +122,7 @@ def parse_ranker(
     s = (text or "").strip()
     low = s.lower()
     if low.startswith(FUSE_PREFIX):
-        return _fusion_ranker(s, ws)
+        return _fusion_ranker(s, ws, allow_outside_workspace)
     if low in _BM25_ALIASES:
         return Ranker(BM25, s, BM25)
     if low in _BI_ALIASES:
@@ -166,7 +166,7 @@ def parse_ranker(
     return Ranker(CROSS_ENCODER, s, name, path=ref.path, model_kind=ref.kind)
 
 
-def _fusion_ranker(spec: str, ws: Workspace | None) -> Ranker:
+def _fusion_ranker(spec: str, ws: Workspace | None, allow_outside_workspace: bool) -> Ranker:
     """fuse:A+B[@w]: B is split off at the last '+', so A may be any ranker but a fusion."""
     body = spec[len(FUSE_PREFIX):].strip()
     weight = None
@@ -180,7 +180,8 @@ def _fusion_ranker(spec: str, ws: Workspace | None) -> Ranker:
     if not plus or not a_text.strip() or not b_text.strip():
         raise RankerSpecError(f"{spec!r}: a fusion is 'fuse:A+B' (e.g. fuse:checkpoint:RUN_ID+"
                               "bm25), optionally '@0.3' for a fixed weight on A")
-    a, b = parse_ranker(a_text, ws), parse_ranker(b_text, ws)
+    a, b = (parse_ranker(t, ws, allow_outside_workspace=allow_outside_workspace)
+            for t in (a_text, b_text))
     if FUSION in (a.kind, b.kind):
         raise RankerSpecError(f"{spec!r}: a fusion fuses two plain rankers, not fusions")
     name = f"fuse:{a.name}+{b.name}" + (f"@{weight:g}" if weight is not None else "")
