@@ -23,7 +23,7 @@ def test_upload_with_bad_lines_shows_the_report(app_server, page, tmp_path):
     assert page.get_by_role("heading", name="Reranker Studio").is_visible()
     page.get_by_role("link", name="Data").click()
     page.get_by_role("heading", name="Data", exact=True).wait_for()
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(upload))
+    page.get_by_test_id("stTabs").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(upload))
     page.get_by_role("button", name="Ingest and split").click()
     page.get_by_text("Validation report: my-pairs").wait_for()
     page.get_by_text(

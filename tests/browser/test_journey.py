@@ -44,7 +44,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
 
     # Data: upload with bad lines -> validation report naming the lines
     goto(page, "Data")
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(upload))
+    page.get_by_test_id("stTabs").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(upload))
     page.get_by_role("button", name="Ingest and split").click()
     page.get_by_text("Validation report: cranfield-slice").first.wait_for()
     page.get_by_text(re.compile(
