@@ -153,6 +153,7 @@ def test_experiments_page_renders_with_runs(sweep_ws):
 
 
 def test_quick_sweep_launched_from_the_page_finishes(workspace, tiny_model):
+    import shutil
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
@@ -161,7 +162,8 @@ def test_quick_sweep_launched_from_the_page_finishes(workspace, tiny_model):
     page = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
     at = AppTest.from_file(str(page), default_timeout=180).run()
     assert not at.exception, at.exception
-    next(t for t in at.text_input if t.label == "Base model").set_value(str(tiny_model))
+    inside = shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")  # app: in ws
+    next(t for t in at.text_input if t.label == "Base model").set_value(str(inside))
     next(m for m in at.multiselect if m.label == "Learning rate").set_value([1e-4, 5e-5])
     next(m for m in at.multiselect if m.label == "Epochs").set_value([1])
     next(m for m in at.multiselect if m.label == "Max length").set_value([64, 128])
