@@ -126,6 +126,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     page.get_by_text(re.compile(rf"Ranked by checkpoint:{run_id}")).first.wait_for(timeout=120_000)
     _shot(page, "6-playground")
     goto(page, "Experiments")
-    page.get_by_text(run_id).first.wait_for()
+    # the runs table's own cells are hidden (a canvas grid): wait for a visible mention
+    page.get_by_text(run_id).filter(visible=True).first.wait_for()
     _shot(page, "7-experiments")
     assert not page.locator("[data-testid='stException']").count()
