@@ -55,6 +55,23 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=None, default=str))
 
 
+def progress_printer(label: str, enabled: bool):
+    """A one-line percentage on stderr (the CLI's progress bar)."""
+    if not enabled:
+        return None
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if pct != last[0]:
+            last[0] = pct
+            print(f"\r  {label} {pct:3d}%", end="", file=sys.stderr, flush=True)
+            if pct == 100:
+                print(file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lib import corpora, first_stage
-from lib.cli import print_json
+from lib.cli import print_json, progress_printer
 from lib.workspace import Workspace
 
 
@@ -43,23 +43,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     de = csub.add_parser("delete", parents=[common], help="delete a corpus and its indexes")
     de.add_argument("corpus")
     de.set_defaults(func=cmd_delete)
-
-
-def progress_printer(label: str, enabled: bool):
-    """A one-line percentage on stderr (the CLI's progress bar)."""
-    if not enabled:
-        return None
-    last = [-1]
-
-    def show(done: int, total: int) -> None:
-        pct = int(100 * done / total) if total else 100
-        if pct != last[0]:
-            last[0] = pct
-            print(f"\r  {label} {pct:3d}%", end="", file=sys.stderr, flush=True)
-            if pct == 100:
-                print(file=sys.stderr)
-
-    return show
 
 
 def cmd_add(args, ws: Workspace) -> int:

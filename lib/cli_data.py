@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lib import datasets, ingest, split
-from lib.cli import print_json
+from lib.cli import print_json, progress_printer
 from lib.diskspace import DiskFullError
 from lib.workspace import Workspace
 
@@ -55,27 +55,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_app)
 
 
-def _progress_printer(enabled: bool):
-    if not enabled:
-        return None
-    last = [-1]
-
-    def show(done: int, total: int) -> None:
-        pct = int(100 * done / total) if total else 100
-        if pct != last[0]:
-            last[0] = pct
-            print(f"\r  reading {pct:3d}%", end="", file=sys.stderr, flush=True)
-            if pct == 100:
-                print(file=sys.stderr)
-
-    return show
-
-
 def cmd_ingest(args, ws: Workspace) -> int:
     try:
         report = ingest.ingest_file(
             ws, args.file, args.name, max_line_bytes=args.max_line_bytes,
-            progress=_progress_printer(not args.json and sys.stderr.isatty()),
+            progress=progress_printer("reading", not args.json and sys.stderr.isatty()),
         )
     except ingest.NothingAcceptedError as exc:
         if args.json:

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from lib import mining
-from lib.cli import print_json
-from lib.cli_corpus import progress_printer
+from lib.cli import print_json, progress_printer
 from lib.workspace import Workspace
 
 
