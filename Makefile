@@ -32,7 +32,9 @@ test: $(STAMP) browser
 # The README's walkthrough images: the browser journey test takes them; this copies them over.
 screenshots: $(STAMP) browser
 	$(PY) -m pytest -q tests/browser/test_journey.py
-	mkdir -p docs/screenshots && cp tests/artifacts/journey/*.png docs/screenshots/
+	# 4-train and 5-evaluate show a real model's run: docs/real_screenshots.py takes those
+	mkdir -p docs/screenshots && for f in tests/artifacts/journey/*.png; do \
+	  case $$f in *4-train*|*5-evaluate*) ;; *) cp $$f docs/screenshots/;; esac; done
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
