@@ -281,7 +281,8 @@ class ExportedCrossEncoder:
     """Scores (query, document) pairs with an exported graph, as CrossEncoder.predict does
     (same tokenizer, truncation, activation), without torch or optimum in the loop."""
 
-    def __init__(self, path: str | Path, fmt: str | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, fmt: str | None = None, threads: int | None = None,
+                 max_length: int | None = None):
         from transformers import AutoTokenizer
 
         self.path = Path(path)
@@ -293,6 +294,8 @@ class ExportedCrossEncoder:
             raise ExportError(f"{self.file} does not exist: export {self.format} first")
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
         self.max_seq_length = _max_length(self.path, self.tokenizer)
+        if max_length:
+            self.max_seq_length = min(int(max_length), self.max_seq_length)
         self.names = _input_names(self.tokenizer)
         self._act = _activation(self.path)
         if backend_of(self.format) == "onnx":
