@@ -116,7 +116,7 @@ def calibration_pairs(ws: Workspace, target: Target, dataset: str | None = None)
 def export_and_prove(ws: Workspace, target: Target, fmt: str, *, dataset: str | None = None,
                      split: str | None = None, batch_size: int = DEFAULT_BATCH,
                      repeats: int = DEFAULT_REPEATS, original=None,
-                     original_scores=None) -> Proof:
+                     original_scores=None, threads: int | None = None) -> Proof:
     """Export, score both on the proof pairs, write proof.json and the card section."""
     from lib.export import sample_calibration
     from lib.models import load_cross_encoder
@@ -128,7 +128,7 @@ def export_and_prove(ws: Workspace, target: Target, fmt: str, *, dataset: str | 
     result = export_model(target.model_dir, fmt, target.export_dir(fmt), calibration_pairs=calib)
     if original is None:
         original = load_cross_encoder(str(target.model_dir), device="cpu")
-    exported = ExportedCrossEncoder(result.path, fmt)
+    exported = ExportedCrossEncoder(result.path, fmt, threads=threads)
     proof = prove(original, exported, pairs, fmt=fmt, path=result.path, batch_size=batch_size,
                   repeats=repeats, split=split_label, original_scores=original_scores)
     if result.calibration_pairs:
