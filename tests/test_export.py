@@ -238,3 +238,27 @@ def test_cli_openvino_int8_calibrates_on_the_runs_training_pairs(workspace, tiny
     assert info.calibration_pairs == n_train == 72
     assert "int8 calibrated on 72 training pairs" in text
     assert "identical top 10" in text
+
+
+def test_export_ranker_in_evaluate_and_playground(workspace, tiny_model):
+    """checkpoint:RUN@onnx against checkpoint:RUN, both scored by the Evaluate pipeline: the
+    fp32 export's scores match to float rounding (the random tiny model's scores are near-ties,
+    so its rankings may swap neighbours at 1e-8: compare the scores, not the NDCG)."""
+    from lib.evaluation import EvaluationSpec, evaluate
+    from lib.evaluation.playground import rank_documents
+    from lib.ship import export_and_prove, resolve_target
+
+    run = make_run(workspace, tiny_model)
+    export_and_prove(workspace, resolve_target(workspace, "r1"), "onnx", repeats=1)
+    r = evaluate(workspace, EvaluationSpec(
+        dataset=str(run / "data" / "validation.jsonl"), model="checkpoint:r1@onnx",
+        baselines=["checkpoint:r1"], split="all", metrics=["ndcg@10"], save=False))
+    assert r.ranker_names == ["checkpoint:r1@onnx", "checkpoint:r1"]
+    sc = r.scored
+    assert len(sc) == 60
+    assert np.abs(sc["checkpoint:r1@onnx"] - sc["checkpoint:r1"]).max() < 1e-6
+    assert [x["export_format"] for x in r.rankers] == ["onnx", None]
+    docs = ["heat transfer to a cylinder", "supersonic nozzle flow separation", "wing lift"]
+    res = rank_documents(workspace, "nozzle flow", docs, ["checkpoint:r1", "checkpoint:r1@onnx"])
+    t = res.table
+    assert np.abs(t["checkpoint:r1 score"] - t["checkpoint:r1@onnx score"]).max() < 1e-6
