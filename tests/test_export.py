@@ -205,6 +205,9 @@ def test_cli_export_json_and_the_export_as_a_ranker(workspace, tiny_model, capsy
         evaluate_rankings(val, ref).means["ndcg@10"], abs=1e-6)
     assert out["path"] == str((run / "exports" / "onnx-int8").resolve())
 
+    from lib.evaluation.rankers import list_export_specs
+
+    assert list_export_specs(workspace) == ["checkpoint:r1@onnx-int8"]  # offered on the pages
     ranker = parse_ranker("checkpoint:r1@onnx-int8", workspace)
     assert ranker.export_format == "onnx-int8" and ranker.name == "checkpoint:r1@onnx-int8"
     scores, _ = score_ranker(workspace, ranker, val)

@@ -313,6 +313,18 @@ def list_checkpoints(ws: Workspace) -> list[CheckpointInfo]:
     return sorted(out, key=lambda c: -c.modified)
 
 
+def list_export_specs(ws: Workspace) -> list[str]:
+    """`checkpoint:RUN@FORMAT` of every export a run has (lib.ship), newest run first."""
+    from lib.export import FORMATS
+
+    out = []
+    for c in list_checkpoints(ws):
+        base = ws.runs_dir / c.run_id / "exports"
+        out += [f"{CHECKPOINT_PREFIX}{c.run_id}@{f}" for f in FORMATS
+                if (base / f / "export.json").is_file()]
+    return out
+
+
 # ---- run files ------------------------------------------------------------------------------
 
 
