@@ -112,7 +112,11 @@ def _export_onnx(model_dir: Path, out_file: Path) -> None:
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    ce = CrossEncoder(str(model_dir), num_labels=1, device="cpu", local_files_only=True)
+    # eager attention traces to the MatMul/Softmax pattern onnxruntime's fuser turns into its
+    # Attention op (O2); the SDPA path traces to unfused MatMuls. (On transformers 5.5 the
+    # trace fails in its mask code either way: export with the transformers this repo installs.)
+    ce = CrossEncoder(str(model_dir), num_labels=1, device="cpu", local_files_only=True,
+                      model_kwargs={"attn_implementation": "eager"})
     hf = ce.model.eval()
     tok = ce.tokenizer
     names = _input_names(tok)
