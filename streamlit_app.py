@@ -33,6 +33,7 @@ PAGES = [
     st.Page("pages/review.py", title="Review", icon=":material/rule:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
     st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
+    st.Page("pages/ship.py", title="Ship", icon=":material/rocket_launch:"),
     st.Page("pages/experiments.py", title="Experiments", icon=":material/tune:"),
 ]
 _hash = configured_hash(ws)

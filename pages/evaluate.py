@@ -14,7 +14,7 @@ from lib.evaluation import DEFAULT_METRICS, EvaluationSpec, evaluate
 from lib.evaluation.compare import STAT_TEST_LABELS, format_p, metric_label
 from lib.evaluation.evalset import EVAL_SPLITS, default_split
 from lib.evaluation.pipeline import query_deltas, side_by_side
-from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints
+from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints, list_export_specs
 from lib.evaluation.report import delta_figure, scatter_figure
 from lib.evaluation.store import (
     EvaluationNotFoundError,
@@ -70,7 +70,9 @@ fusions = [f"fuse:checkpoint:{c.run_id}+{b}" for c in checkpoints for b in ("bm2
 labels.update({f: f"{f}: the checkpoint fused with {f.rsplit('+', 1)[1]} (weight chosen on "
                "validation, reported on the evaluated split; cross-validated without one)"
                for f in fusions})
-options = options[:len(checkpoints)] + fusions + options[len(checkpoints):]
+exports = list_export_specs(ws)
+labels.update({e: f"{e}: the run's {e.rsplit('@', 1)[1]} export (Ship page)" for e in exports})
+options = options[:len(checkpoints)] + fusions + exports + options[len(checkpoints):]
 labels.update({
     "default": "default: bundled all-MiniLM-L6-v2 cross-encoder (untrained head)",
     "bm25": "bm25: lexical BM25 over the candidates",

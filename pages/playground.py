@@ -6,7 +6,7 @@ import streamlit as st
 
 from lib import datasets
 from lib.evaluation.playground import rank_documents, split_documents
-from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints
+from lib.evaluation.rankers import UNTRAINED_HEAD_NOTE, list_checkpoints, list_export_specs
 from lib.split import load_split_pairs
 from lib.textsafe import escape_markdown as esc
 from lib.workspace import UnsafePathError, resolve_workspace
@@ -65,6 +65,7 @@ else:
 checkpoints = list_checkpoints(ws)
 options = ([f"checkpoint:{c.run_id}" for c in checkpoints]
            + [f"fuse:checkpoint:{c.run_id}+{b}" for c in checkpoints for b in ("bm25", "biencoder")]
+           + list_export_specs(ws)
            + ["default", "bm25", "biencoder"])
 OTHER = "other (hub id or path)"  # a fusion spec works here too: fuse:A+B[@weight]
 c1, c2 = st.columns(2)

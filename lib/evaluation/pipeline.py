@@ -291,12 +291,12 @@ def shared_max_length(rankers: list[Ranker], spec: EvaluationSpec) -> dict[str, 
     """One truncation length for every cross-encoder, so base and fine-tuned see the same text:
     the given max length, else the model under test's own (a checkpoint trained at 128 tokens
     is compared with its base at 128, not 512); capped by each model's position limit."""
-    from lib.evaluation.scoring import cached_cross_encoder, effective_max_length
+    from lib.evaluation.scoring import effective_max_length, ranker_model
     from lib.models import model_max_length
 
     target = spec.max_length
     if target is None and rankers[0].kind == CROSS_ENCODER:
-        model = cached_cross_encoder(rankers[0].model_ref, None, spec.device)
+        model = ranker_model(rankers[0], None, spec.device)
         target = effective_max_length(model)
     out: dict[str, int | None] = {}
     for r in rankers:

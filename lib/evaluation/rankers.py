@@ -1,9 +1,10 @@
 """What the user typed as a ranker, turned into one validated description.
 
 A ranker is a cross-encoder (hub id, local path, 'default', or `checkpoint:<run_id>` = the best
-checkpoint a training run saved in runs/<run_id>/model/), 'bm25', 'biencoder' (the bundled
-all-MiniLM-L6-v2 as a zero-shot bi-encoder, cosine) or `run:FILE` (an external run file, e.g.
-today's production ranking, as JSONL with query_id, doc_id and score).
+checkpoint a training run saved in runs/<run_id>/model/; `checkpoint:<run_id>@<format>` = its
+export to ONNX/OpenVINO made by lib.ship, e.g. checkpoint:RUN@openvino-int8), 'bm25',
+'biencoder' (the bundled all-MiniLM-L6-v2 as a zero-shot bi-encoder, cosine) or `run:FILE` (an
+external run file, e.g. today's production ranking, as JSONL with query_id, doc_id and score).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _BM25_ALIASES = {"bm25", "bm-25"}
 _BI_ALIASES = {"biencoder", "bi-encoder", "bi_encoder"}
 RANKER_HELP = (
     "a hub id, a local model path, 'default' (bundled all-MiniLM-L6-v2, untrained reranker head), "
-    "'checkpoint:RUN_ID' (a training run's best checkpoint), 'bm25', 'biencoder', 'run:FILE' "
+    "'checkpoint:RUN_ID' (a training run's best checkpoint; 'checkpoint:RUN_ID@openvino-int8' "
+    "or @onnx, @onnx-o2, @onnx-int8, @openvino: its export), 'bm25', 'biencoder', 'run:FILE' "
     "(JSONL with query_id, doc_id, score), or 'fuse:A+B' (A's and B's per-query normalised "
     "scores mixed, e.g. fuse:checkpoint:RUN_ID+bm25; '@0.3' fixes the weight on A)"
 )
@@ -67,6 +69,7 @@ class Ranker:
     head_seed: int | None = None  # seeds the untrained head of the bundled default model
     parts: tuple[Ranker, ...] = ()  # FUSION: (A, B)
     fusion_weight: float | None = None  # FUSION: the weight on A when the user fixed it
+    export_format: str | None = None  # CROSS_ENCODER: an ONNX/OpenVINO export (lib.export)
 
     @property
     def untrained_head(self) -> bool:
@@ -95,6 +98,9 @@ class Ranker:
                     f"{w}")
         if self.model_kind == "default":
             return "cross-encoder all-MiniLM-L6-v2 (bundled; UNTRAINED reranker head)"
+        if self.export_format:
+            of = f"training run {self.run_id}" if self.run_id else Path(self.path or "").name
+            return f"cross-encoder, {self.export_format} export of {of} (lib.export)"
         if self.run_id:
             base = (self.training or {}).get("config", {}).get("base_model")
             return f"cross-encoder, best checkpoint of training run {self.run_id}" + (
@@ -108,7 +114,7 @@ class Ranker:
             "model_kind": self.model_kind, "run_id": self.run_id,
             "description": self.description, "untrained_head": self.untrained_head,
             "head_seed": self.head_seed if self.untrained_head else None,
-            "training": self.training,
+            "training": self.training, "export_format": self.export_format,
             **({"parts": [p.to_json() for p in self.parts], "fusion_weight": self.fusion_weight}
                if self.kind == FUSION else {}),
         }
@@ -141,13 +147,16 @@ def parse_ranker(
     if low.startswith(CHECKPOINT_PREFIX):
         if ws is None:
             raise RankerSpecError(f"{s!r}: checkpoints need a workspace")
-        run_id = safe_name(s[len(CHECKPOINT_PREFIX):])
+        body, at, fmt = s[len(CHECKPOINT_PREFIX):].partition("@")
+        run_id = safe_name(body)
         model_dir = ws.child("runs", run_id, "model")
         if not (model_dir / "config.json").is_file():
             known = ", ".join(c.run_id for c in list_checkpoints(ws)) or "none"
             raise RankerSpecError(
                 f"training run {run_id!r} has no saved model in {model_dir}; runs with one: {known}"
             )
+        if at:
+            return _export_ranker(s, ws, run_id, fmt)
         return _checkpoint_ranker(s, run_id, model_dir)
     try:
         ref = resolve_model(s, ws, allow_outside_workspace=allow_outside_workspace)
@@ -155,6 +164,14 @@ def parse_ranker(
         raise
     except ValueError as exc:
         raise RankerSpecError(f"ranker {s!r}: {exc}. A ranker is {RANKER_HELP}") from None
+    if ref.kind == "local" and (Path(ref.path) / "export.json").is_file():
+        from lib.export import read_export
+
+        info = read_export(ref.path)
+        if info is None:
+            raise RankerSpecError(f"ranker {s!r}: unreadable export.json in {ref.path}")
+        return Ranker(CROSS_ENCODER, s, f"{Path(ref.path).name}@{info.format}", path=ref.path,
+                      model_kind="local", export_format=info.format)
     if ref.kind == "local" and ws is not None:
         run_dir = Path(ref.path).parent
         if run_dir.parent == ws.runs_dir.resolve() and Path(ref.path).name == "model":
@@ -194,6 +211,24 @@ def _checkpoint_ranker(spec: str, run_id: str, model_dir: Path) -> Ranker:
         CROSS_ENCODER, spec, f"{CHECKPOINT_PREFIX}{run_id}", path=str(model_dir.resolve()),
         model_kind="local", run_id=run_id, training=run_info(model_dir.parent),
     )
+
+
+def _export_ranker(spec: str, ws: Workspace, run_id: str, fmt: str) -> Ranker:
+    from lib.export import FORMATS
+
+    f = fmt.strip().lower()
+    if f not in FORMATS:
+        raise RankerSpecError(f"{spec!r}: unknown export format {fmt!r}; one of "
+                              f"{', '.join(FORMATS)}")
+    run_dir = ws.child("runs", run_id)
+    export_dir = run_dir / "exports" / f
+    if not (export_dir / "export.json").is_file():
+        raise RankerSpecError(
+            f"training run {run_id!r} has no {f} export: make it with `reranker-studio export "
+            f"{run_id} --format {f}` or on the Ship page")
+    return Ranker(CROSS_ENCODER, spec, f"{CHECKPOINT_PREFIX}{run_id}@{f}",
+                  path=str(export_dir.resolve()), model_kind="local", run_id=run_id,
+                  training=run_info(run_dir), export_format=f)
 
 
 def unique_names(rankers: list[Ranker]) -> list[Ranker]:
@@ -276,6 +311,18 @@ def list_checkpoints(ws: Workspace) -> list[CheckpointInfo]:
             modified=(model / "config.json").stat().st_mtime,
         ))
     return sorted(out, key=lambda c: -c.modified)
+
+
+def list_export_specs(ws: Workspace) -> list[str]:
+    """`checkpoint:RUN@FORMAT` of every export a run has (lib.ship), newest run first."""
+    from lib.export import FORMATS
+
+    out = []
+    for c in list_checkpoints(ws):
+        base = ws.runs_dir / c.run_id / "exports"
+        out += [f"{CHECKPOINT_PREFIX}{c.run_id}@{f}" for f in FORMATS
+                if (base / f / "export.json").is_file()]
+    return out
 
 
 # ---- run files ------------------------------------------------------------------------------

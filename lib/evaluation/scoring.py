@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -194,6 +195,40 @@ def cached_cross_encoder(ref: ModelRef, max_length: int | None = None, device: s
         while len(_MODELS) > _KEEP_MODELS:
             _MODELS.popitem(last=False)
         return model
+
+
+def cached_exported(path: str, fmt: str, max_length: int | None = None):
+    """An ONNX/OpenVINO export (lib.export.ExportedCrossEncoder), loaded once per process."""
+    from lib.export import FILE_NAMES, ExportedCrossEncoder
+
+    graph = Path(path) / FILE_NAMES[fmt]
+    st = graph.stat() if graph.is_file() else None
+    key = ("export", path, fmt, st.st_mtime_ns if st else 0, max_length)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = ExportedCrossEncoder(path, fmt, max_length=max_length)
+            while len(_MODELS) > _KEEP_MODELS:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+
+
+def export_fingerprint(path: str, fmt: str) -> str:
+    from lib.export import FILE_NAMES
+
+    graph = Path(path) / FILE_NAMES[fmt]
+    st = graph.stat() if graph.is_file() else None
+    raw = f"{path}:{fmt}:{st.st_size if st else 0}:{st.st_mtime_ns if st else 0}"
+    return f"export:{fmt}:" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def ranker_model(ranker: Ranker, max_length: int | None = None, device: str | None = None):
+    """The loaded cross-encoder of a CROSS_ENCODER ranker: PyTorch, or its export."""
+    if ranker.export_format:
+        return cached_exported(str(ranker.path), ranker.export_format, max_length)
+    seed = ranker.head_seed if ranker.untrained_head else None
+    return cached_cross_encoder(ranker.model_ref, max_length=max_length, device=device,
+                                head_seed=seed)
 
 
 def release_models(kind: str | None = None) -> int:
@@ -602,8 +637,10 @@ def score_ranker(
     if ranker.kind == CROSS_ENCODER:
         ref = ranker.model_ref
         seed = ranker.head_seed if ranker.untrained_head else None
-        model = cached_cross_encoder(ref, max_length=max_length, device=device, head_seed=seed)
+        model = ranker_model(ranker, max_length=max_length, device=device)
         fp = "ce:" + model_fingerprint(ref) + (f":head-seed-{seed}" if seed is not None else "")
+        if ranker.export_format:
+            fp = export_fingerprint(str(ranker.path), ranker.export_format)
         return score_cross_encoder(
             ws, model, fp, queries, documents,
             window_stride=window_stride, batch_size=batch_size, progress=progress,
