@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "lib.cli_evaluate",
     "lib.cli_corpus",
     "lib.cli_mine",
+    "lib.cli_noise",
 ]
 
 

@@ -73,7 +73,7 @@ def delete_dataset(ws: Workspace, id_or_name: str) -> Dataset:
                 [ds.dataset_id],
             )
             for table in (*_DERIVED_TABLES, "splits", "pairs", "ingest_errors", "mined_pairs",
-                          "dataset_versions", "datasets"):
+                          "label_changes", "dataset_versions", "datasets"):
                 con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [ds.dataset_id])
     return ds
 
