@@ -91,74 +91,105 @@ def _z(scores: pd.Series) -> pd.Series:
     return (scores - scores.mean()) / (sd if sd > 1e-9 else 1.0)
 
 
+def _loo_agreement(z: np.ndarray, is_pos: np.ndarray) -> np.ndarray:
+    """Per pair: the share of the query's OTHER (relevant, non-relevant) pairs the scores order
+    correctly (leave-one-out AUC); NaN where no such pair is left. One wrong label in a query the
+    model otherwise orders well is strong evidence; in a query it orders badly it is not."""
+    p, n = z[is_pos], z[~is_pos]
+    conc = (p[:, None] > n[None, :]) + 0.5 * (p[:, None] == n[None, :])
+    total = conc.sum()
+    out = np.full(len(z), np.nan)
+    if len(n) > 1:
+        out[~is_pos] = (total - conc.sum(axis=0)) / (len(p) * (len(n) - 1))
+    if len(p) > 1:
+        out[is_pos] = (total - conc.sum(axis=1)) / ((len(p) - 1) * len(n))
+    return out
+
+
 def flag_pairs(frame: pd.DataFrame, score_col: str = "oof_score",
                margin: float = 0.0) -> pd.DataFrame:
-    """Per pair: rank_in_query, strength (NaN = not flagged), reason; strongest first.
+    """Per pair: rank_in_query, agreement, strength (NaN = not flagged), reason; strongest first.
 
     `frame` needs query_id, doc_id, label and the score column. Scores are compared only inside
     a query (z-scored there), so folds whose models score on different scales stay comparable:
     - label 0: how far (in the query's standard deviations) it scores above the mean of the
       query's positives;
     - label > 0: how far it scores below the mean of the query's negatives; with grades, also
-      how far it scores below the mean of the pairs graded lower than it (grades out of order);
+      how far it scores below the mean of the pairs graded lower than it (grades out of order,
+      counted at half weight);
+    - that gap is weighted by how well the scores order the query's other pairs (`agreement`,
+      leave-one-out AUC): the model must know the query to contradict one of its labels;
     - a query with only one kind of label: its pairs against the same statistic over every
-      query of the same fold (so a relevant pair flipped to 0 in a one-positive query is seen).
+      query of the same fold, at agreement 0.5 (so a relevant pair flipped to 0 in a
+      one-positive query is still seen, but ranks below well-supported flags).
     """
-    out = frame.copy()
+    out = frame.copy().reset_index(drop=True)
     out["label"] = out["label"].astype(int)
     s = out[score_col].astype(float)
     out["rank_in_query"] = s.groupby(out["query_id"]).rank(ascending=False, method="first"
                                                              ).astype(int)
-    out["_z"] = s.groupby(out["query_id"]).transform(_z)
+    z_q = s.groupby(out["query_id"]).transform(_z).to_numpy()
     group = out["fold"] if "fold" in out else pd.Series(0, index=out.index)
-    out["_gz"] = s.groupby(group).transform(_z)
-    out["_n"] = out.groupby("query_id")["label"].transform("size")
+    z_g = s.groupby(group).transform(_z).to_numpy()
+    labels = out["label"].to_numpy()
     strength = np.full(len(out), np.nan)
+    agreement = np.full(len(out), np.nan)
     reasons: list[str | None] = [None] * len(out)
-    for _qid, g in out.groupby("query_id", sort=False):
-        pos, neg = g[g["label"] > 0], g[g["label"] == 0]
-        one_sided = pos.empty or neg.empty
-        if one_sided:  # compare with the fold's pairs in every query
-            same = out[group == group[g.index[0]]]
-            ref_pos = same.loc[same["label"] > 0, "_gz"].mean()
-            ref_neg = same.loc[same["label"] == 0, "_gz"].mean()
-            zcol = "_gz"
-        else:
-            ref_pos, ref_neg, zcol = pos["_z"].mean(), neg["_z"].mean(), "_z"
-        for idx, row in g.iterrows():
-            i = out.index.get_loc(idx)
-            z, n, r = float(row[zcol]), int(row["_n"]), int(row["rank_in_query"])
-            where = (f"the model ranks it {r} of {n} in its query" if not one_sided else
-                     "its query has only " + ("negatives" if pos.empty else "positives")
+    fold_pos = {f: z_g[(group == f).to_numpy() & (labels > 0)].mean() if
+                ((group == f).to_numpy() & (labels > 0)).any() else np.nan
+                for f in group.unique()}
+    fold_neg = {f: z_g[(group == f).to_numpy() & (labels == 0)].mean() if
+                ((group == f).to_numpy() & (labels == 0)).any() else np.nan
+                for f in group.unique()}
+    for _qid, idx in out.groupby("query_id", sort=False).indices.items():
+        lab = labels[idx]
+        is_pos = lab > 0
+        n = len(idx)
+        one_sided = is_pos.all() or not is_pos.any()
+        if one_sided:
+            z = z_g[idx]
+            f = group.iloc[idx[0]]
+            ref_pos, ref_neg = fold_pos[f], fold_neg[f]
+            agree = np.full(n, 0.5)
+            where = ("its query has only " + ("negatives" if not is_pos.any() else "positives")
                      + ", so it is compared with every query of its fold")
-            if row["label"] == 0:
-                if np.isnan(ref_pos):
-                    continue
-                gap = z - ref_pos
-                if gap > margin:
-                    strength[i] = gap
+        else:
+            z = z_q[idx]
+            ref_pos, ref_neg = z[is_pos].mean(), z[~is_pos].mean()
+            agree = _loo_agreement(z, is_pos)
+            where = None
+        agreement[idx] = agree
+        for k, i in enumerate(idx):
+            w = 0.5 if np.isnan(agree[k]) else float(agree[k])
+            r = int(out.at[i, "rank_in_query"])
+            ctx = where or (f"the model ranks it {r} of {n} in its query and orders the "
+                            f"query's other pairs right {w:.0%} of the time")
+            if lab[k] == 0:
+                gap = z[k] - ref_pos
+                if not np.isnan(gap) and gap > margin:
+                    strength[i] = gap * w
                     reasons[i] = (f"labelled 0 (not relevant) but scored {gap:.2f} sd above "
-                                  f"the mean of the relevant pairs; {where}")
+                                  f"the mean of the relevant pairs; {ctx}")
                 continue
-            gap = ref_neg - z if not np.isnan(ref_neg) else -np.inf
-            lower = g[(g["label"] > 0) & (g["label"] < row["label"])] if not one_sided else g[:0]
-            order_gap = (lower[zcol].mean() - z) if not lower.empty else -np.inf
-            if gap > margin and gap >= order_gap:
-                strength[i] = gap
-                reasons[i] = (f"labelled {row['label']} (relevant) but scored {gap:.2f} sd "
-                              f"below the mean of the non-relevant pairs; {where}")
+            gap = ref_neg - z[k] if not np.isnan(ref_neg) else -np.inf
+            lower = (~one_sided) & is_pos & (lab < lab[k])
+            order_gap = z[lower].mean() - z[k] if lower.any() else -np.inf
+            if gap > margin and gap >= 0.5 * order_gap:
+                strength[i] = gap * w
+                reasons[i] = (f"labelled {lab[k]} (relevant) but scored {gap:.2f} sd below "
+                              f"the mean of the non-relevant pairs; {ctx}")
             elif order_gap > margin:
-                strength[i] = 0.5 * order_gap  # out-of-order grades: weaker evidence
-                reasons[i] = (f"labelled {row['label']} but scored {order_gap:.2f} sd below "
-                              f"the mean of the pairs graded lower; {where}")
+                strength[i] = 0.5 * order_gap * w
+                reasons[i] = (f"labelled {lab[k]} but scored {order_gap:.2f} sd below the "
+                              f"mean of the pairs graded lower; {ctx}")
+    out["agreement"] = agreement
     out["strength"] = strength
     out["reason"] = reasons
-    out = out.drop(columns=["_z", "_gz", "_n"])
     out = out.sort_values(["strength", "query_id", "rank_in_query"],
                           ascending=[False, True, True], na_position="last", ignore_index=True)
-    flagged = out["strength"].notna()
-    out["flag_rank"] = pd.Series(np.where(flagged, np.arange(1, len(out) + 1), np.nan),
-                                 dtype="Int64")
+    flagged = out["strength"].notna().to_numpy()
+    out["flag_rank"] = pd.array(np.where(flagged, np.arange(1, len(out) + 1), None),
+                                dtype="Int64")
     return out
 
 
@@ -337,7 +368,7 @@ def ingest_job(ws: Workspace, job_id: str) -> int:
     n_flagged = int(table["strength"].notna().sum())
     with db.connect(ws) as con, db.transaction(con):
         con.execute("DELETE FROM noise_pairs WHERE job_id = ?", [job_id])
-        con.register("flags_df", table)
+        db.register(con, "flags_df", table)
         con.execute(f"INSERT INTO noise_pairs SELECT ?, {', '.join(cols)} FROM flags_df",
                     [job_id])
         con.unregister("flags_df")

@@ -103,7 +103,7 @@ def relabel(ws: Workspace, dataset: str, decisions: list[dict] | pd.DataFrame, *
         sid = active_split_id(con, ds.dataset_id)
         if sid is None:
             raise ValueError(f"dataset {ds.name!r} has no split to carry over: split it first")
-        con.register("dec_df", dec)
+        db.register(con, "dec_df", dec)
         try:
             hits = con.execute(
                 "SELECT p.line, p.query_id, p.doc_id, p.label AS old_label, d.decision, "
@@ -145,7 +145,7 @@ def relabel(ws: Workspace, dataset: str, decisions: list[dict] | pd.DataFrame, *
         stats = {"relabelled": relabelled, "dropped": dropped, "ambiguous": ambiguous,
                  "kept": int(len(hits) - len(change))}
         with db.transaction(con):
-            con.register("edits", edits)
+            db.register(con, "edits", edits)
             con.execute(
                 "INSERT INTO pairs SELECT ?, p.line, p.query_id, p.doc_id, p.query, p.document, "
                 "CASE WHEN e.action = 'relabel' THEN e.new_label ELSE p.label END, p.split_hint "
@@ -196,7 +196,7 @@ def decide(ws: Workspace, job_id: str, keys: list[tuple[str, str]], decision: st
     if dec.empty:
         return 0
     with db.connect(ws) as con, db.transaction(con):
-        con.register("dec_df", dec)
+        db.register(con, "dec_df", dec)
         con.execute("DELETE FROM noise_decisions WHERE job_id = ? AND (query_id, doc_id) IN "
                     "(SELECT query_id, doc_id FROM dec_df)", [job_id])
         con.execute("INSERT INTO noise_decisions (job_id, query_id, doc_id, decision, "
