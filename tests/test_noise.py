@@ -11,6 +11,7 @@ import pytest
 from lib import cli, db, noise, relabel, split
 from lib.demo_data import DEMO_DATASET_PATH
 from lib.ingest import ingest_file
+from lib.training import runfiles
 
 
 def demo_subset(workspace, tmp_path, n_queries: int = 12, name: str = "demo12",
@@ -169,3 +170,52 @@ def test_relabel_refuses_bad_decisions(workspace, tmp_path):
     with pytest.raises(ValueError, match="1 decided pairs are not in demo12"):
         relabel.relabel(workspace, "demo12", [{"query_id": "cran-q001", "doc_id": "nope",
                                                "decision": "drop"}])
+
+
+# ---- the job: a detached worker, its files ingested ---------------------------------------------
+@pytest.mark.slow
+def test_cli_noise_runs_the_worker_and_prints_the_flags(workspace, tmp_path, tiny_model):
+    demo_subset(workspace, tmp_path)
+    rc, out = run_cli("noise", "demo12", "--folds", "3", "--quick", "--model", str(tiny_model),
+                      "--max-length", "48", "--json", "--workspace", str(workspace.root))
+    assert rc == 0, out
+    res = json.loads(out)
+    assert set(res) == {"job_id", "flagged", "pairs_scored"}
+    train = split.load_split_pairs(workspace, "demo12").query("split == 'train'")
+    assert res["pairs_scored"] == len(train)  # every training pair, none of validation
+    assert res["flagged"], "some pairs are always out of order under an untrained model"
+    for f in res["flagged"]:
+        assert set(f) == {"query_id", "doc_id", "label", "oof_score", "rank_in_query",
+                          "reason", "strength"}
+    strengths = [f["strength"] for f in res["flagged"]]
+    assert strengths == sorted(strengths, reverse=True) and min(strengths) > 0
+    job_dir = noise.job_dir(workspace, res["job_id"])
+    status = runfiles.read_status(job_dir)
+    assert status["state"] == "finished" and status["folds"] == 3
+    # out of fold: each query's pairs were scored by the model of its own fold only
+    scores = pd.read_json(job_dir / noise.SCORES, lines=True, dtype={"query_id": str})
+    assert scores.groupby("query_id")["fold"].nunique().max() == 1
+    assert sorted(scores["fold"].unique()) == [0, 1, 2]
+    jobs_table = noise.list_jobs(workspace)
+    assert jobs_table.loc[0, "status"] == "finished"
+    assert jobs_table.loc[0, "flagged"] == len(res["flagged"])
+    # the context of a flag: all of its query's pairs, in the model's order
+    q = res["flagged"][0]["query_id"]
+    ctx = noise.query_pairs(workspace, res["job_id"], q)
+    assert list(ctx["rank_in_query"]) == list(range(1, len(ctx) + 1))
+    assert len(ctx) == (train["query_id"] == q).sum()
+
+
+@pytest.mark.slow
+def test_stop_ends_the_job_and_it_says_stopped(workspace, tmp_path, tiny_model):
+    from lib.testing import wait_until
+
+    demo_subset(workspace, tmp_path)
+    job = noise.create_job(workspace, "demo12", noise.NoiseOptions(
+        folds=2, base_model=str(tiny_model), max_length=48, epochs=50, cpu_threads=1))
+    wait_until(lambda: noise.job_status(workspace, job).get("phase") == "training", 120)
+    assert noise.request_stop(workspace, job) == "stopping"
+    status = noise.wait_job(workspace, job, timeout_s=90)
+    assert status["state"] == "stopped"
+    assert noise.list_jobs(workspace).loc[0, "status"] == "stopped"
+    assert not (noise.job_dir(workspace, job) / noise.SCORES).exists()
