@@ -219,3 +219,67 @@ def test_stop_ends_the_job_and_it_says_stopped(workspace, tmp_path, tiny_model):
     assert status["state"] == "stopped"
     assert noise.list_jobs(workspace).loc[0, "status"] == "stopped"
     assert not (noise.job_dir(workspace, job) / noise.SCORES).exists()
+
+
+# ---- the page -----------------------------------------------------------------------------------
+def finished_job(workspace, tmp_path) -> tuple[str, pd.DataFrame]:
+    """A job whose worker 'ran' (scores written by hand): a planted negative on top of q1."""
+    demo_subset(workspace, tmp_path)
+    job = noise.create_job(workspace, "demo12", noise.NoiseOptions(folds=2), launch=False)
+    d = noise.job_dir(workspace, job)
+    pairs = pd.read_json(d / noise.PAIRS, lines=True, dtype={"query_id": str, "doc_id": str})
+    # scores that agree with the labels, except one negative of the first query put on top
+    scores = pairs["label"].astype(float) + 0.01 * np.arange(len(pairs)) % 0.5
+    first_q = pairs["query_id"].iloc[0]
+    planted = pairs[(pairs["query_id"] == first_q) & (pairs["label"] == 0)].index[0]
+    scores[planted] = 10.0
+    out = pairs[["query_id", "doc_id", "line", "label", "fold"]].assign(oof_score=scores)
+    out.to_json(d / noise.SCORES, orient="records", lines=True)
+    runfiles.update_status(d, state=runfiles.FINISHED, pairs_scored=len(out))
+    (d / runfiles.PID).unlink(missing_ok=True)
+    noise.job_status(workspace, job)  # ingests
+    return job, pairs.loc[planted]
+
+
+def test_page_reviews_a_flag_relabels_it_and_retrains(workspace, tmp_path, tiny_model):
+    from streamlit.testing.v1 import AppTest
+
+    from lib.training import jobs
+    from lib.training.config import build_config
+
+    job, planted = finished_job(workspace, tmp_path)
+    key = f"{planted.query_id} | {planted.doc_id}"
+    # a finished run on the original, whose config the retrain copies
+    cfg = build_config({"base_model": str(tiny_model), "max_length": 48, "device": "cpu",
+                        "epochs": 1, "learning_rate": 1e-3, "cpu_threads": 1})
+    source = jobs.create_run(workspace, "demo12", cfg, enqueue=False).run_id
+    with db.connect(workspace) as con:
+        con.execute("UPDATE runs SET status = 'finished' WHERE run_id = ?", [source])
+    root = noise.__file__.rsplit("/lib/", 1)[0]
+    at = AppTest.from_file(f"{root}/pages/noise.py", default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "Label noise"
+    pick = at.multiselect(key="noise_pick")
+    assert pick.options[0] == key  # the planted pair is the strongest flag
+    assert any(m.label == "Flagged" for m in at.metric)
+    pick.set_value([key]).run()
+    at.number_input(key="noise_new_label").set_value(3).run()
+    at.button(key="noise_relabel").click().run()
+    assert not at.exception
+    dec = relabel.job_decisions(workspace, job)
+    assert dec[["query_id", "doc_id", "decision", "new_label"]].values.tolist() == [
+        [planted.query_id, planted.doc_id, "relabel", 3]]
+    at.button(key="noise_apply").click().run()
+    assert not at.exception
+    assert any("1 relabelled" in s.value for s in at.success)
+    log = relabel.change_log(workspace, "demo12-relabelled")
+    assert log[["doc_id", "action", "old_label", "new_label"]].values.tolist() == [
+        [planted.doc_id, "relabel", 0, 3]]
+    at.button(key="noise_retrain").click().run()
+    assert not at.exception
+    runs = jobs.list_runs(workspace)
+    new = runs[runs["dataset"] == "demo12-relabelled"]
+    assert len(new) == 1
+    assert json.loads((jobs.run_dir_of(workspace, new["run_id"].iloc[0]) / "config.json")
+                      .read_text()) == cfg.to_json()
+    jobs.stop_run(workspace, new["run_id"].iloc[0], timeout_s=10)
