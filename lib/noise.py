@@ -277,11 +277,14 @@ def launch_job(ws: Workspace, job_id: str) -> dict[str, Any]:
     d = job_dir(ws, job_id)
     (d / runfiles.STOP).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "lib.noise_worker", str(d)]
+    opts = json.loads((d / OPTIONS).read_text(encoding="utf-8"))
+    # one GPU when there is one (the fold models are small jobs), none for a CPU job
+    gpus = [] if opts.get("device") == "cpu" else list(jobs.visible_gpus()[:1])
     runfiles.update_status(d, state=runfiles.STARTING, launched_at=runfiles.now_iso())
     with open(d / runfiles.LOG, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=str(jobs.PROJECT_ROOT), env=jobs.worker_env(ws, []),
+                                cwd=str(jobs.PROJECT_ROOT), env=jobs.worker_env(ws, gpus),
                                 close_fds=True)
     jobs._children[proc.pid] = proc  # reaped by jobs.process_alive, as training workers are
     try:
@@ -289,7 +292,7 @@ def launch_job(ws: Workspace, job_id: str) -> dict[str, Any]:
     except psutil.NoSuchProcess:
         create_time = 0.0
     info = {"pid": proc.pid, "pgid": proc.pid, "create_time": create_time, "argv": argv,
-            "gpus": [], "launcher": "python", "launched_at": runfiles.now_iso()}
+            "gpus": gpus, "launcher": "python", "launched_at": runfiles.now_iso()}
     runfiles.write_json_atomic(d / runfiles.PID, info)
     _set_status(ws, job_id, runfiles.STARTING)
     return info

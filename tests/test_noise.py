@@ -157,6 +157,15 @@ def test_relabel_makes_a_new_version_and_logs_every_change(workspace, tmp_path):
     rc, out = run_cli("relabel", "demo12", "--decisions", str(decisions), "--json",
                       "--workspace", str(workspace.root))
     assert rc == 2 and "already applied" in json.loads(out)["error"]
+    # deleting the version takes its change log along, the original stays
+    from lib.datasets import delete_dataset
+
+    delete_dataset(workspace, rep["name"])
+    with db.connect(workspace) as con:
+        assert con.execute("SELECT count(*) FROM label_changes").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM dataset_versions").fetchone()[0] == 0
+    assert split.load_split_pairs(workspace, "demo12").sort_values("line").reset_index(
+        drop=True).equals(before)
 
 
 def test_relabel_refuses_bad_decisions(workspace, tmp_path):
