@@ -38,6 +38,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     r.add_argument("--name", help="name of the new version (default <dataset>-relabelled)")
     r.add_argument("--by", help="who decided (default $RERANKER_STUDIO_USER or the OS user)")
     r.add_argument("--job", help="the noise job the decisions came from (logged)")
+    r.add_argument("--retrain", metavar="RUN_ID",
+                   help="then queue a training run on the new version with this run's config")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_relabel)
 
@@ -84,10 +86,13 @@ def cmd_noise(args, ws: Workspace) -> int:
 def cmd_relabel(args, ws: Workspace) -> int:
     rows = relabel.read_decisions_file(args.decisions)
     rep = relabel.relabel(ws, args.dataset, rows, by=args.by, name=args.name, job_id=args.job)
+    run_id = relabel.retrain(ws, rep.dataset_id, args.retrain) if args.retrain else None
     if args.json:
-        print_json(rep.to_json())
+        print_json({**rep.to_json(), **({"run_id": run_id} if run_id else {})})
         return 0
     print(f"new dataset {rep.name} ({rep.dataset_id}) from {args.dataset}: {rep.relabelled} "
           f"relabelled, {rep.dropped} dropped, {rep.ambiguous} marked ambiguous, {rep.kept} kept; "
           "the original is unchanged")
+    if run_id:
+        print(f"  run {run_id} queued on {rep.name} with the config of {args.retrain}")
     return 0
