@@ -63,7 +63,7 @@ def job_progress() -> None:
         folds_n = int(status.get("folds") or 1)
         done = max(0, int(status.get("fold") or 1) - 1) / folds_n
         st.progress(min(done, 1.0), text=esc(status.get("detail") or state))
-        if st.button("Stop", key="noise_stop"):
+        if state in runfiles.ACTIVE and st.button("Stop", key="noise_stop"):
             noise.request_stop(ws, job_id)
             st.rerun(scope="fragment")
     elif state == runfiles.FINISHED and info.loc[job_id, "status"] != runfiles.FINISHED:
