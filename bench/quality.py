@@ -49,6 +49,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "recipe+distill": ("recipe after distilling the bi-encoder (1 epoch, 10 sampled docs/query)",
                        {"cold_start": "auto", "epochs": 2, "distill_teacher": "biencoder",
                         "distill_epochs": 1, "distill_docs_per_query": 10}),
+    "distill-1-epoch": ("recipe (1 epoch on the labels) after distilling the bi-encoder's "
+                        "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
+                        {"cold_start": "auto", "epochs": 1, "distill_teacher": "biencoder",
+                         "distill_epochs": 1, "distill_docs_per_query": 5}),
 }
 
 

@@ -128,7 +128,7 @@ with st.expander("More settings"):
     num_gpus = c[3].number_input("GPUs per run (0 = all visible)", 0, 64, base.num_gpus,
                                  key=k + "ng", help=FIELDS["num_gpus"].description)
     c = st.columns(4)
-    cpu_threads = c[0].number_input("CPU threads (0 = all cores)", 0, 1024, base.cpu_threads,
+    cpu_threads = c[0].number_input("CPU threads (0 = auto)", 0, 1024, base.cpu_threads,
                                     key=k + "thr", help=FIELDS["cpu_threads"].description)
     cold_start = c[1].selectbox("Cold-start recipe", ["auto", "on", "off"],
                                 index=["auto", "on", "off"].index(base.cold_start),

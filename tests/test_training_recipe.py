@@ -126,3 +126,16 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     assert any(r["kind"] == "train" for r in records)  # then the label phase ran
     shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line
     assert "head learning rate 0.001" in shown and "from 'biencoder'" in shown
+
+
+def test_distillation_targets_are_standardised_within_each_query():
+    from lib.training.distill import standardise
+
+    # query b's cosines all sit 0.5 higher: per query, that offset is not a target
+    raw = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
+    qids = ["a", "a", "a", "b", "b", "b"]
+    z = np.sqrt(1.5)  # population std of (-1, 0, 1) is sqrt(2/3)
+    np.testing.assert_allclose(standardise(raw, qids), [-z, 0, z, -z, 0, z], atol=1e-9)
+    # without query ids: one global z-score, the offset stays in the targets
+    glob = standardise(raw)
+    assert glob[3] > glob[2] and abs(glob.mean()) < 1e-9

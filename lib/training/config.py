@@ -64,8 +64,8 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(32, ge=1, le=4096)
     save_total_limit: int = Field(2, ge=1, le=100, description="checkpoints kept: the best "
                                   "and the latest")
-    cpu_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0 = torch's "
-                             "default, one per core); 1 helps on a busy shared machine")
+    cpu_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0 = auto: "
+                             "one per idle core, from the load average at the start)")
     trust_remote_code: bool = False
     pretokenize: bool = Field(True, description="tokenise every pair once per run (cached in "
                               "the run dir) instead of in every training step")

@@ -92,9 +92,16 @@ def teacher_scores(run_dir: Path, pairs: pd.DataFrame, teacher: str, device: str
     return np.asarray(scores, dtype=np.float64)
 
 
-def standardise(scores: np.ndarray) -> np.ndarray:
+def standardise(scores: np.ndarray, query_ids=None) -> np.ndarray:
     """z-scores: a bi-encoder's cosines sit in a narrow band and a cross-encoder's logits on any
-    scale; unit-scale targets keep the distilled logits where BCE fine-tuning starts well."""
+    scale; unit-scale targets keep the distilled logits where BCE fine-tuning starts well. With
+    `query_ids`, each query's scores are standardised on their own: only the order within a
+    query matters for reranking, so the student need not spend capacity on the teacher's
+    per-query offsets (a long query's cosines all sit lower, say)."""
+    if query_ids is not None:
+        from lib.evaluation.fusion import normalise
+
+        return normalise(scores, query_ids, "zscore")
     std = float(scores.std()) or 1.0
     return (scores - float(scores.mean())) / std
 
@@ -124,7 +131,7 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: 
 
     pairs = distill_pairs(train, cfg.distill_docs_per_query, cfg.seed)
     raw = teacher_scores(run_dir, pairs, cfg.distill_teacher, device, log=log)
-    targets = standardise(raw)
+    targets = standardise(raw, pairs["query_id"])
     probe = pairs.sample(n=min(len(pairs), 256), random_state=cfg.seed)
     probe_targets = targets[probe.index.to_numpy()]
     before = mse_against(model, probe, probe_targets, cfg.eval_batch_size)

@@ -20,6 +20,7 @@ from typing import Any
 from lib.diskspace import is_disk_full
 from lib.training import baselines, diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
+from lib.training.threads import choose_threads
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -216,12 +217,14 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         RankingEvaluator,
     )
 
-    if cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()  # the log is a file: no carriage-return bars in it
     set_seed(cfg.seed)
     device, precision = resolve_device(cfg)
+    n_threads, threads_line = choose_threads(cfg.cpu_threads, device)
+    if n_threads:
+        torch.set_num_threads(n_threads)
+        _log(threads_line)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     model_device = f"cuda:{local_rank}" if device == "cuda" else "cpu"

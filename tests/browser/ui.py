@@ -57,4 +57,4 @@ def fill(page, label: str, value: str) -> None:
 def one_thread(page) -> None:
     """Train on one CPU thread: on a busy 2-core machine two threads are many times slower."""
     page.get_by_text("More settings", exact=True).click()
-    fill(page, "CPU threads (0 = all cores)", "1")
+    fill(page, "CPU threads (0 = auto)", "1")
