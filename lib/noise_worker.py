@@ -52,6 +52,7 @@ def train_fold(train: pd.DataFrame, cfg: TrainConfig, max_label: int, out_dir: P
     from lib.models import load_cross_encoder, model_max_length, resolve_model
     from lib.training import recipe as cold
     from lib.training.callbacks import GracefulStopCallback
+    from lib.training.threads import choose_threads
     from lib.training.worker import (
         build_loss,
         build_train_dataset,
@@ -59,10 +60,12 @@ def train_fold(train: pd.DataFrame, cfg: TrainConfig, max_label: int, out_dir: P
         training_arguments,
     )
 
-    if cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
     set_seed(cfg.seed)
     device, precision = resolve_device(cfg)
+    n_threads, threads_line = choose_threads(cfg.cpu_threads, device)  # as training runs do
+    if n_threads:
+        torch.set_num_threads(n_threads)
+        _log(threads_line)
     ref = resolve_model(cfg.base_model)
     limit = model_max_length(ref)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
