@@ -31,6 +31,7 @@ PAGES = [
     st.Page("pages/checks.py", title="Checks", icon=":material/fact_check:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/review.py", title="Review", icon=":material/rule:"),
+    st.Page("pages/noise.py", title="Noise", icon=":material/report:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
     st.Page("pages/playground.py", title="Playground", icon=":material/science:"),
     st.Page("pages/ship.py", title="Ship", icon=":material/rocket_launch:"),

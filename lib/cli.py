@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "lib.cli_corpus",
     "lib.cli_mine",
     "lib.cli_export",
+    "lib.cli_noise",
 ]
 
 

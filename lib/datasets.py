@@ -72,8 +72,11 @@ def delete_dataset(ws: Workspace, id_or_name: str) -> Dataset:
                 "(SELECT split_id FROM splits WHERE dataset_id = ?)",
                 [ds.dataset_id],
             )
+            for table in ("noise_pairs", "noise_decisions"):  # the noise jobs that scored it
+                con.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT job_id FROM "
+                            "noise_jobs WHERE dataset_id = ?)", [ds.dataset_id])
             for table in (*_DERIVED_TABLES, "splits", "pairs", "ingest_errors", "mined_pairs",
-                          "dataset_versions", "datasets"):
+                          "noise_jobs", "label_changes", "dataset_versions", "datasets"):
                 con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [ds.dataset_id])
     return ds
 

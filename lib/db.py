@@ -105,3 +105,10 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def register(con: duckdb.DuckDBPyConnection, name: str, frame) -> None:
+    """con.register, after finishing any pending result: DuckDB refuses to register a frame
+    while the last execute() is not fully fetched (e.g. after a fetchone())."""
+    con.execute("SELECT 1").fetchall()
+    con.register(name, frame)

@@ -244,18 +244,37 @@ def _random_negatives(ws, corpus: Corpus, qids: list[str], queries: list[str], n
     return pd.DataFrame(rows)
 
 
-def _version_name(con, parent: str, name: str | None) -> str:
+def _version_name(con, parent: str, name: str | None, suffix: str = "mined") -> str:
+    """The user's name for a new version, else <parent>-<suffix>[-N]."""
     taken = {r[0] for r in con.execute("SELECT name FROM datasets").fetchall()}
     if name:
         chosen = safe_name(name)
         if chosen in taken:
             raise ValueError(f"a dataset named {chosen!r} already exists; choose another name")
         return chosen
-    base = safe_name(f"{parent}-mined"[:120])
+    base = safe_name(f"{parent}-{suffix}"[:120])
     chosen, i = base, 2
     while chosen in taken:
         chosen, i = f"{base}-{i}", i + 1
     return chosen
+
+
+def copy_split(con, split_id: str, new_dataset_id: str, note: str) -> str:
+    """The same query-level split, active, for a new version (inside the caller's
+    transaction): a version never moves a query between train and validation."""
+    assignment = dict(con.execute(
+        "SELECT query_id, split FROM split_assignments WHERE split_id = ?",
+        [split_id]).fetchall())
+    split_row = con.execute("SELECT seed, train_frac, val_frac, test_frac, method FROM splits"
+                            " WHERE split_id = ?", [split_id]).fetchone()
+    new_split = _split_id(new_dataset_id, assignment)
+    con.execute(
+        "INSERT INTO splits (split_id, dataset_id, seed, train_frac, val_frac, test_frac,"
+        " method, note, is_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, true)",
+        [new_split, new_dataset_id, *split_row, note])
+    con.execute("INSERT INTO split_assignments SELECT ?, query_id, split FROM "
+                "split_assignments WHERE split_id = ?", [new_split, split_id])
+    return new_split
 
 
 def _store_version(ws: Workspace, ds, corpus: Corpus, split_id: str, picked: pd.DataFrame,
@@ -273,12 +292,6 @@ def _store_version(ws: Workspace, ds, corpus: Corpus, split_id: str, picked: pd.
         max_line = con.execute("SELECT coalesce(max(line), 0) FROM pairs WHERE dataset_id = ?",
                                [ds.dataset_id]).fetchone()[0]
         mined = picked.assign(line=np.arange(max_line + 1, max_line + 1 + len(picked)))
-        assignment = dict(con.execute(
-            "SELECT query_id, split FROM split_assignments WHERE split_id = ?",
-            [split_id]).fetchall())
-        split_row = con.execute("SELECT seed, train_frac, val_frac, test_frac, method FROM splits"
-                                " WHERE split_id = ?", [split_id]).fetchone()
-        new_split = _split_id(new_id, assignment)
         with db.transaction(con):
             con.execute("INSERT INTO pairs SELECT ?, line, query_id, doc_id, query, document, "
                         "label, split_hint FROM pairs WHERE dataset_id = ?",
@@ -298,12 +311,7 @@ def _store_version(ws: Workspace, ds, corpus: Corpus, split_id: str, picked: pd.
                 "label_scale, max_label, ?, ?, field_map FROM datasets WHERE dataset_id = ?",
                 [new_id, name, f"mined from {ds.name} with corpus {corpus.name}",
                  "mined:" + new_id, n_pairs, n_pairs, n_q, n_docs, ds.dataset_id])
-            con.execute(
-                "INSERT INTO splits (split_id, dataset_id, seed, train_frac, val_frac, test_frac,"
-                " method, note, is_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, true)",
-                [new_split, new_id, *split_row, f"copied from {split_id} of {ds.name}"])
-            con.execute("INSERT INTO split_assignments SELECT ?, query_id, split FROM "
-                        "split_assignments WHERE split_id = ?", [new_split, split_id])
+            copy_split(con, split_id, new_id, f"copied from {split_id} of {ds.name}")
             report = MineReport(
                 dataset_id=new_id, name=name, parent_id=ds.dataset_id,
                 corpus_id=corpus.corpus_id, queries=stats["queries"], mined=len(mined),

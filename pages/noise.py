@@ -1,0 +1,150 @@
+"""Noise: pairs out-of-fold models disagree with, reviewed and fixed in a new version."""
+
+import streamlit as st
+
+from lib import datasets, noise, relabel
+from lib.models import app_model_spec
+from lib.textsafe import escape_markdown as esc
+from lib.training import runfiles
+from lib.workspace import resolve_workspace
+from page_guard import require_entry
+
+require_entry()
+
+ws = resolve_workspace()
+st.title("Label noise")
+st.caption("Cross-encoders trained on the other folds score each training pair they never saw; "
+           "a pair labelled not relevant that they rank above the query's positives (or a "
+           "relevant one at the bottom) is flagged, strongest first. Flags are suggestions: "
+           "about half of automatic flags turn out to be right labels. Decisions make a NEW "
+           "dataset version with a change log; the original stays as it is.")
+
+# ---- Find ----------------------------------------------------------------------------------------
+all_ds = datasets.list_datasets(ws)
+with st.expander("Find likely label errors", expanded=False):
+    if all_ds.empty:
+        st.info("No dataset yet: add one on the Data page.")
+    else:
+        c1, c2, c3, c4 = st.columns(4)
+        ds_name = c1.selectbox("Dataset (its training queries)", list(all_ds["name"]),
+                               key="noise_ds")
+        folds = c2.number_input("Folds", 2, 10, 2, key="noise_folds")
+        quick = c3.toggle("Quick (800 pairs, max length 128)", value=True, key="noise_quick")
+        model = c4.text_input("Base model", value="default", key="noise_model")
+        if st.button("Start", type="primary", key="noise_go"):
+            try:
+                job = noise.create_job(ws, ds_name, noise.NoiseOptions(
+                    folds=int(folds), quick=bool(quick), base_model=app_model_spec(model, ws)))
+                st.session_state["noise_job"] = job
+                st.success(f"Started noise job {esc(job)}.")
+            except (ValueError, LookupError, FileNotFoundError) as exc:
+                st.error(esc(exc))
+
+jobs_table = noise.list_jobs(ws)
+if jobs_table.empty:
+    st.info("No noise job yet: start one above or with `reranker-studio noise DATASET`.")
+    st.stop()
+ids = list(jobs_table["job_id"])
+default = st.session_state.get("noise_job")
+info = jobs_table.set_index("job_id")
+job_id = st.selectbox("Noise job", ids, index=ids.index(default) if default in ids else 0,
+                      format_func=lambda j: f"{j} ({info.loc[j, 'dataset']}, "
+                      f"{info.loc[j, 'status']})", key="noise_select")
+st.session_state["noise_job"] = job_id
+dataset_name = info.loc[job_id, "dataset"]
+
+
+@st.fragment(run_every="2s" if info.loc[job_id, "status"] in
+             (runfiles.QUEUED, *runfiles.ACTIVE) else None)
+def job_progress() -> None:
+    status = noise.job_status(ws, job_id)
+    state = status.get("state")
+    if state in runfiles.ACTIVE or state == runfiles.QUEUED:
+        folds_n = int(status.get("folds") or 1)
+        done = max(0, int(status.get("fold") or 1) - 1) / folds_n
+        st.progress(min(done, 1.0), text=esc(status.get("detail") or state))
+        if state in runfiles.ACTIVE and st.button("Stop", key="noise_stop"):
+            noise.request_stop(ws, job_id)
+            st.rerun(scope="fragment")
+    elif state == runfiles.FINISHED and info.loc[job_id, "status"] != runfiles.FINISHED:
+        st.rerun()  # ingested just now: show the flags
+    elif state in (runfiles.FAILED, runfiles.STOPPED):
+        st.warning(f"Job {esc(state)}: {esc(status.get('error') or status.get('note') or '')}")
+
+
+job_progress()
+if info.loc[job_id, "status"] != runfiles.FINISHED:
+    st.stop()
+
+# ---- Review --------------------------------------------------------------------------------------
+table = noise.flags_table(ws, job_id)
+c1, c2, c3 = st.columns(3)
+c1.metric("Pairs scored", f"{int(info.loc[job_id, 'pairs_scored'] or 0):,}")
+c2.metric("Flagged", f"{len(table):,}")
+c3.metric("Decided", f"{int((table['decision'] != 'pending').sum()):,}")
+only_pending = st.toggle("Only pending", value=False, key="noise_only_pending")
+shown = table[table["decision"] == "pending"] if only_pending else table
+st.dataframe(shown[["flag_rank", "query_id", "doc_id", "label", "oof_score", "rank_in_query",
+                    "strength", "reason", "decision", "new_label", "query", "document"]]
+             .head(500), hide_index=True, width="stretch")
+
+options = [f"{q} | {d}" for q, d in zip(shown["query_id"].head(500), shown["doc_id"].head(500),
+                                        strict=True)]
+picked = st.multiselect("Pick flagged pairs (query | doc)", options, key="noise_pick")
+keys = [tuple(p.split(" | ", 1)) for p in picked]
+b1, b2, b3, b4, b5 = st.columns(5)
+new_label = b2.number_input("New label", 0, 4, 0, key="noise_new_label")
+actions = [(b1, "Keep", "keep", "noise_keep"), (b3, "Relabel", "relabel", "noise_relabel"),
+           (b4, "Drop", "drop", "noise_drop"), (b5, "Ambiguous", "ambiguous", "noise_ambiguous")]
+for col, label, decision, key in actions:
+    if col.button(label, key=key, disabled=not keys):
+        try:
+            n = relabel.decide(ws, job_id, keys, decision,
+                               int(new_label) if decision == "relabel" else None)
+            st.session_state["noise_msg"] = f"{n} pairs: {decision}."
+        except ValueError as exc:
+            st.session_state["noise_msg"] = str(exc)
+        st.session_state.pop("noise_pick", None)
+        st.rerun()
+if msg := st.session_state.pop("noise_msg", None):
+    st.info(esc(msg))
+
+st.subheader("One query")
+qids = list(dict.fromkeys(table["query_id"]))
+if qids:
+    qtext = dict(zip(table["query_id"], table["query"], strict=True))
+    qid = st.selectbox("Query", qids, key="noise_query",
+                       format_func=lambda q: f"{q}: {qtext[q][:120]}")
+    st.markdown(f"**{esc(qtext[qid])}** - every scored pair of this query, in the model's order")
+    st.dataframe(noise.query_pairs(ws, job_id, qid), hide_index=True, width="stretch")
+
+# ---- Apply ---------------------------------------------------------------------------------------
+st.subheader("Make the cleaned version")
+decided = relabel.job_decisions(ws, job_id)
+st.caption(f"{len(decided)} decisions recorded. Applying them copies {esc(dataset_name)} into a "
+           "new version (same split) with the changes and a change log.")
+version_name = st.text_input("New version name (optional)", key="noise_version_name")
+if st.button("Create cleaned version", key="noise_apply", disabled=decided.empty):
+    try:
+        rep = relabel.relabel_from_job(ws, job_id, name=version_name.strip() or None)
+        st.session_state["noise_version"] = rep.name
+        st.success(f"New dataset {esc(rep.name)}: {rep.relabelled} relabelled, {rep.dropped} "
+                   f"dropped, {rep.ambiguous} marked ambiguous.")
+    except (ValueError, LookupError) as exc:
+        st.error(esc(exc))
+
+version = st.session_state.get("noise_version")
+if version:
+    st.markdown(f"**Change log of {esc(version)}**")
+    st.dataframe(relabel.change_log(ws, version), hide_index=True, width="stretch")
+    source = relabel.source_run(ws, dataset_name)
+    if source is None:
+        st.info(f"No finished run on {esc(dataset_name)} to copy a config from: train the new "
+                "version on the Train page.")
+    elif st.button(f"Retrain on {version} with the config of {source}", key="noise_retrain"):
+        try:
+            run_id = relabel.retrain(ws, version, source)
+            st.success(f"Run {esc(run_id)} queued on {esc(version)}: follow it on the Train "
+                       "page, compare it with the original on Experiments.")
+        except (ValueError, LookupError, FileNotFoundError) as exc:
+            st.error(esc(exc))
