@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     import torch
 
     from lib.models import load_cross_encoder, resolve_model
-    from lib.training.threads import auto_threads, available_cores
+    from lib.training.threads import auto_threads, available_cores, other_busy_cores
 
     cores = available_cores()
     default = torch.get_num_threads()
@@ -95,10 +95,10 @@ def main(argv=None) -> int:
         procs = [mp.Process(target=_spin, daemon=True) for _ in range(busy)]
         for proc in procs:
             proc.start()
-        time.sleep(20 if busy else 0)  # let the load average see them
+        time.sleep(5 if busy else 0)
         try:
             load = os.getloadavg()[0]
-            auto = auto_threads(cores, load)
+            auto = auto_threads(cores, other_busy_cores(1.0))
             r_default = measure(model, batches, default, args.steps)
             r_one = measure(model, batches, 1, args.steps)
             r_auto = r_one if auto == 1 else (r_default if auto == default

@@ -4,12 +4,47 @@ from lib.training.threads import auto_threads, choose_threads
 
 
 def test_auto_threads_leaves_busy_cores_alone():
-    assert auto_threads(cores=2, load=0.1) == 2       # idle box: every core
-    assert auto_threads(cores=2, load=7.0) == 1       # shared box: one thread, not two
-    assert auto_threads(cores=2, load=1.0) == 1       # another job holds a core
-    assert auto_threads(cores=16, load=3.2) == 13
-    assert auto_threads(cores=4, load=40.0) == 1      # never zero
-    assert auto_threads(cores=8, load=-1.0) == 8      # a nonsense load is not a bonus
+    assert auto_threads(cores=2, busy=0.1) == 2       # idle box: every core
+    assert auto_threads(cores=2, busy=7.0) == 1       # shared box: one thread, not two
+    assert auto_threads(cores=2, busy=1.0) == 1       # another job holds a core
+    assert auto_threads(cores=16, busy=3.2) == 13
+    assert auto_threads(cores=4, busy=40.0) == 1      # never zero
+    assert auto_threads(cores=8, busy=-1.0) == 8      # a nonsense value is not a bonus
+
+
+def test_other_busy_cores_sees_a_busy_process_but_not_itself():
+    import multiprocessing as mp
+    import threading
+    import time
+
+    from lib.training.threads import other_busy_cores
+
+    base = other_busy_cores(0.5)
+    assert base is not None and base >= 0.0
+    stop = time.monotonic() + 1.5
+
+    def own_work():  # this process's own CPU is not "other jobs"
+        while time.monotonic() < stop:
+            pass
+
+    worker = threading.Thread(target=own_work)
+    worker.start()
+    try:
+        assert other_busy_cores(1.0) < base + 0.5
+    finally:
+        worker.join()
+    spinner = mp.get_context("fork").Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        busy = other_busy_cores(1.0)
+    finally:
+        spinner.terminate()
+    assert busy is not None and busy >= base + 0.5  # one spinning process ~ one core
+
+
+def _spin():
+    while True:
+        pass
 
 
 def test_choose_threads_user_choice_and_devices():
