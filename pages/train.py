@@ -136,8 +136,9 @@ with st.expander("More settings"):
     head_lr = c[2].number_input("Head learning rate (0 = 1e-3)", 0.0, 0.5,
                                 base.head_learning_rate or 0.0, format="%.1e", key=k + "hlr",
                                 help=FIELDS["head_learning_rate"].description)
-    teacher = c[3].text_input("Distil from (empty = off)", base.distill_teacher or "",
-                              key=k + "teach", help=FIELDS["distill_teacher"].description)
+    teacher = c[3].text_input("Distil from (empty = off, auto = bi-encoder if new head)",
+                              base.distill_teacher or "", key=k + "teach",
+                              help=FIELDS["distill_teacher"].description)
     c = st.columns(4)
     distill_epochs = c[0].number_input("Distillation epochs", 1, 20, base.distill_epochs,
                                        key=k + "dep")

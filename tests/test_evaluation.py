@@ -257,6 +257,25 @@ def test_cache_scores_only_what_is_new(workspace, tiny_model):
     assert st3.n_cached == 0 and st3.windowing == "maxp:16"
 
 
+def test_bf16_scores_are_cached_apart_from_fp32(workspace, tiny_model, monkeypatch):
+    """A GPU's bf16 scores must not answer a CPU (fp32) evaluation of the same pairs."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from lib.evaluation import scoring
+
+    model = CrossEncoder(str(tiny_model), local_files_only=True)
+    qs, ds = ["wing lift"] * 2, ["lift of wings", "heat transfer"]
+    monkeypatch.setattr(scoring, "precision_tag", lambda m: "bf16")  # as on a GPU
+    _, gpu = score_cross_encoder(workspace, model, "ce:test", qs, ds)
+    monkeypatch.setattr(scoring, "precision_tag", lambda m: "")  # fp32 on a CPU
+    _, cpu = score_cross_encoder(workspace, model, "ce:test", qs, ds)
+    assert (gpu.n_scored, cpu.n_cached, cpu.n_scored) == (2, 0, 2)
+    _, again = score_cross_encoder(workspace, model, "ce:test", qs, ds)
+    assert again.n_cached == 2
+    assert scoring.cache_setting("none", "bf16") == "none+bf16"
+    assert scoring.cache_setting("maxp:16", "") == "maxp:16"  # fp32 keeps the old key
+
+
 def test_window_scoring_takes_the_best_window(workspace, tiny_model):
     from sentence_transformers.cross_encoder import CrossEncoder
 

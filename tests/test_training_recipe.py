@@ -60,6 +60,22 @@ def test_plan_applies_the_recipe_only_to_a_new_head(tiny_model, headless):
     assert not off.cold_start
 
 
+def test_auto_teacher_distils_the_biencoder_into_a_new_head_only(tiny_model, headless):
+    labels = [0, 1]
+    auto = build_config({"distill_teacher": "auto"})
+    assert cold.plan(auto, resolve_model(str(headless)), labels).distill_teacher == "biencoder"
+    assert cold.plan(auto, resolve_model(str(tiny_model)), labels).distill_teacher is None
+    off = build_config({"distill_teacher": "auto", "cold_start": "off"})
+    assert cold.plan(off, resolve_model(str(headless)), labels).distill_teacher is None
+    chosen = build_config({"distill_teacher": "some/cross-encoder"})  # a user's choice stays
+    assert cold.plan(chosen, resolve_model(str(tiny_model)), labels).distill_teacher == \
+        "some/cross-encoder"
+    none = cold.plan(build_config({}), resolve_model(str(headless)), labels)
+    assert none.distill_teacher is None and "distil" not in none.summary()
+    assert cold.plan(auto, resolve_model(str(headless)), labels).summary().startswith(
+        "distil 'biencoder' first, then cold start")
+
+
 def test_optimizer_has_the_head_rate_and_the_encoder_rate(tiny_model, tmp_path):
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
@@ -89,13 +105,14 @@ def test_optimizer_has_the_head_rate_and_the_encoder_rate(tiny_model, tmp_path):
 
 
 def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_model, headless):
-    """A whole worker run: cold start detected on a headless base, the bi-encoder teacher's
-    scores cached in the run dir, MSE against the teacher falls, then label fine-tuning."""
+    """A whole worker run: cold start detected on a headless base, `auto` picks the bi-encoder
+    teacher, its scores cached in the run dir, MSE against the teacher falls, then label
+    fine-tuning."""
     from lib.training import worker
 
     load_demo(workspace)
     cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
-                        "eval_steps": 50, "logging_steps": 2, "distill_teacher": "biencoder",
+                        "eval_steps": 50, "logging_steps": 2, "distill_teacher": "auto",
                         "distill_epochs": 10, "distill_docs_per_query": 5})
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
     import torch

@@ -80,6 +80,20 @@ def windowing_key(window_stride: int | None) -> str:
     return "none" if window_stride is None else f"maxp:{int(window_stride)}"
 
 
+def precision_tag(model) -> str:
+    """'bf16' where scoring runs under bf16 autocast (a GPU), else '' (fp32)."""
+    from lib.training.tokenized import use_bf16
+
+    return "bf16" if use_bf16(model) else ""
+
+
+def cache_setting(windowing: str, precision: str) -> str:
+    """The cache's setting column: bf16 scores differ from fp32 ones in the third decimal, so a
+    workspace scored on a GPU never serves them to a CPU evaluation (or the reverse). fp32 keeps
+    the plain windowing key, so existing caches stay valid."""
+    return f"{windowing}+{precision}" if precision else windowing
+
+
 # ---- the cache -----------------------------------------------------------------------------------
 
 
@@ -291,7 +305,8 @@ def score_cross_encoder(
     stats = ScoreStats(label, len(queries), max_length=max_length, windowing=windowing)
     hashes, first = _unique(queries, documents)
     stats.n_unique = len(first)
-    cache = ScoreCache(ws, model_fp, max_length, windowing) if ws is not None else None
+    setting = cache_setting(windowing, precision_tag(model))
+    cache = ScoreCache(ws, model_fp, max_length, setting) if ws is not None else None
     known = cache.lookup(list(first)) if cache else {}
     stats.n_cached = len(known)
     missing = [h for h in first if h not in known]

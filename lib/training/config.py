@@ -84,7 +84,8 @@ class TrainConfig(BaseModel):
     )
     distill_teacher: str | None = Field(
         None, description="distil before fine-tuning: 'biencoder' (the zero-shot bi-encoder, "
-        "offline) or a cross-encoder path/hub id; None: no distillation"
+        "offline), a cross-encoder path/hub id, or 'auto' (the bi-encoder when the cold-start "
+        "recipe is on, i.e. the base's reranker head is new; none otherwise); None: no distillation"
     )
     distill_epochs: int = Field(1, ge=1, le=20, description="epochs of the distillation phase")
     distill_docs_per_query: int = Field(

@@ -118,8 +118,10 @@ def mse_against(model, pairs: pd.DataFrame, targets: np.ndarray, batch_size: int
 
 def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: str,
                      precision: str, learning_rate_mapping: dict[str, float] | None = None,
+                     teacher: str | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Phase 1: fit the model to the teacher's scores with sentence-transformers' MSELoss.
+    `teacher` is the resolved spec (the recipe's, for `auto`); default the config's.
     Returns what happened (pairs, teacher, MSE before/after), also appended to progress.jsonl."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -129,8 +131,9 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: 
     from sentence_transformers.cross_encoder.losses import MSELoss
     from transformers import TrainerCallback
 
+    teacher = teacher or cfg.distill_teacher
     pairs = distill_pairs(train, cfg.distill_docs_per_query, cfg.seed)
-    raw = teacher_scores(run_dir, pairs, cfg.distill_teacher, device, log=log)
+    raw = teacher_scores(run_dir, pairs, teacher, device, log=log)
     targets = standardise(raw, pairs["query_id"])
     probe = pairs.sample(n=min(len(pairs), 256), random_state=cfg.seed)
     probe_targets = targets[probe.index.to_numpy()]
@@ -155,13 +158,13 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: 
         use_cpu=device == "cpu", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
-    log(f"distilling {len(pairs)} pairs from {cfg.distill_teacher!r}, "
+    log(f"distilling {len(pairs)} pairs from {teacher!r}, "
         f"{cfg.distill_epochs} epoch(s)")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset,
                                   loss=MSELoss(model), callbacks=[_Log()])
     output = trainer.train()
     after = mse_against(model, probe, probe_targets, cfg.eval_batch_size)
-    result = {"teacher": cfg.distill_teacher, "pairs": len(pairs),
+    result = {"teacher": teacher, "pairs": len(pairs),
               "queries": int(pairs["query_id"].nunique()), "epochs": cfg.distill_epochs,
               "mse_before": round(before, 4), "mse_after": round(after, 4),
               "train_loss": output.metrics.get("train_loss"),

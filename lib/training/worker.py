@@ -248,12 +248,12 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     if rank0:
         runfiles.update_status(run_dir, recipe=recipe.to_json())
     distilled = None
-    if cfg.distill_teacher and not (resume and runfiles.last_checkpoint(run_dir)):
+    if recipe.distill_teacher and not (resume and runfiles.last_checkpoint(run_dir)):
         from lib.training.distill import run_distillation
 
         distilled = run_distillation(model, train_df, cfg, run_dir, device=device,
                                      precision=precision, learning_rate_mapping=lr_mapping,
-                                     log=_log)
+                                     teacher=recipe.distill_teacher, log=_log)
         if rank0:
             runfiles.update_status(run_dir, distillation=distilled)
     dataset = build_train_dataset(train_df, cfg, max_label)
