@@ -49,6 +49,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "recipe+distill": ("recipe after distilling the bi-encoder (1 epoch, 10 sampled docs/query)",
                        {"cold_start": "auto", "epochs": 2, "distill_teacher": "biencoder",
                         "distill_epochs": 1, "distill_docs_per_query": 10}),
+    "distill-2-epochs": ("recipe (2 epochs on the labels) after distilling the bi-encoder's "
+                         "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
+                         {"cold_start": "auto", "epochs": 2, "distill_teacher": "biencoder",
+                          "distill_epochs": 1, "distill_docs_per_query": 5}),
+    # exactly what a user gets by default on a CPU: the Train page's "CPU quick" preset, none of
+    # the shared sizes above (only the thread count), so --pairs/--max-length do not apply
+    "default": ("the default CPU recipe: the Train page's 'CPU quick' preset as it ships", {}),
     "distill-1-epoch": ("recipe (1 epoch on the labels) after distilling the bi-encoder's "
                         "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
                         {"cold_start": "auto", "epochs": 1, "distill_teacher": "biencoder",
@@ -100,7 +107,7 @@ def main(argv=None) -> int:
     from lib.split import load_split_pairs
     from lib.training import jobs, worker
     from lib.training.callbacks import StopFlag
-    from lib.training.config import build_config
+    from lib.training.config import PRESETS, build_config
     from lib.workspace import resolve_workspace
 
     names = args.only.split(",") if args.only else list(VARIANTS)
@@ -152,9 +159,13 @@ def main(argv=None) -> int:
               "precision": "fp32", "logging_steps": 5, "cpu_threads": args.cpu_threads,
               "save_total_limit": 1}
     models: dict[str, str] = {}
+    lengths: dict[str, int] = {}
     for name in names:
         what, overrides = VARIANTS[name]
         values = {**shared, **overrides}
+        if name == "default":
+            values = {**PRESETS["CPU quick"], "base_model": args.base,
+                      "cpu_threads": args.cpu_threads, "save_total_limit": 1}
         if name == "recipe-no-head-lr":
             values["head_learning_rate"] = args.learning_rate
         cfg = build_config(values)
@@ -173,9 +184,10 @@ def main(argv=None) -> int:
                "recipe": status.get("recipe"), "distillation": status.get("distillation"),
                "validation": {"ndcg@10": best.get("ndcg@10"), "mrr@10": best.get("mrr@10")}}
         models[name] = result["model_path"]
+        lengths[name] = cfg.max_length
         if "test" in splits:
             row["test"] = metrics_of(splits["test"], score_model(models[name], splits["test"],
-                                                                 args.max_length))
+                                                                 lengths[name]))
         rows.append(row)
         out(f"{name}: {row['validation']} (start {row['start_ndcg@10']}), {row['seconds']} s, "
             f"{row['steps']} steps, best at {row['best_step']}")
@@ -184,7 +196,7 @@ def main(argv=None) -> int:
     if trained and not args.no_baselines:
         top = max(trained, key=lambda r: r["validation"]["ndcg@10"])
         val = splits["validation"]
-        rr = score_model(models[top["variant"]], val, args.max_length)
+        rr = score_model(models[top["variant"]], val, lengths[top["variant"]])
         for stage in ("bm25", "biencoder"):
             row = {"variant": f"fuse:{top['variant']}+{stage}",
                    "what": f"z-score fusion of {top['variant']} with {stage}"}
@@ -192,7 +204,7 @@ def main(argv=None) -> int:
                 fit = fusion.fit_and_report(val, rr, base_scores["validation"][stage],
                                             splits["test"],
                                             score_model(models[top["variant"]], splits["test"],
-                                                        args.max_length),
+                                                        lengths[top["variant"]]),
                                             base_scores["test"][stage])
                 row["test"] = {"ndcg@10": round(fit.estimate, 4)}
             fit, fused = fusion.cross_validate(val, rr, base_scores["validation"][stage],

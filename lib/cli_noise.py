@@ -85,6 +85,8 @@ def cmd_noise(args, ws: Workspace) -> int:
 
 def cmd_relabel(args, ws: Workspace) -> int:
     rows = relabel.read_decisions_file(args.decisions)
+    if args.retrain:  # before any version is made: a typo must not leave a half-done job
+        relabel.check_retrain_source(ws, args.retrain)
     rep = relabel.relabel(ws, args.dataset, rows, by=args.by, name=args.name, job_id=args.job)
     run_id = relabel.retrain(ws, rep.dataset_id, args.retrain) if args.retrain else None
     if args.json:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -241,15 +242,36 @@ def source_run(ws: Workspace, dataset: str) -> str | None:
     return row[0] if row else None
 
 
-def retrain(ws: Workspace, version: str, from_run: str) -> str:
-    """Queue (and start when a device is free) a run on `version` with `from_run`'s config;
-    the Experiments page lists both runs side by side."""
+LINEAGE_FILE = "lineage.json"  # in a retrain's run dir: which run it repeats on cleaned labels
+
+
+def check_retrain_source(ws: Workspace, from_run: str) -> Path:
+    """The run dir whose config a retrain copies; LookupError when there is none."""
     from lib.training import jobs
-    from lib.training.config import read_config
 
     run_dir = jobs.run_dir_of(ws, from_run)
     if not (run_dir / "config.json").is_file():
         raise LookupError(f"no run {from_run!r}: nothing to copy the config from")
+    return run_dir
+
+
+def retrain(ws: Workspace, version: str, from_run: str) -> str:
+    """Queue (and start when a device is free) a run on `version` with `from_run`'s config;
+    the run dir records `from_run`, so the Experiments page pairs the two."""
+    from lib.training import jobs
+    from lib.training.config import read_config
+
+    run_dir = check_retrain_source(ws, from_run)
     created = jobs.create_run(ws, version, read_config(run_dir))
+    (created.run_dir / LINEAGE_FILE).write_text(json.dumps(
+        {"retrain_of": from_run, "dataset": version}), encoding="utf-8")
     jobs.tick(ws)
     return created.run_id
+
+
+def retrain_of(run_dir: Path) -> str | None:
+    """The run a retrain repeats (None for any other run)."""
+    try:
+        return json.loads((run_dir / LINEAGE_FILE).read_text(encoding="utf-8"))["retrain_of"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

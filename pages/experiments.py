@@ -9,7 +9,14 @@ import streamlit as st
 from lib import datasets
 from lib.experiments import sweeps
 from lib.experiments.grid import QUICK_LABEL
-from lib.experiments.table import best_run, config_diff, curves, run_configs, runs_table
+from lib.experiments.table import (
+    best_run,
+    config_diff,
+    curves,
+    retrain_pairs,
+    run_configs,
+    runs_table,
+)
 from lib.models import app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs
@@ -154,6 +161,45 @@ if chosen:
                         width="stretch")
     only_diff = st.toggle("Only settings that differ", value=True)
     st.dataframe(config_diff(run_configs(ws, chosen), only_diff).astype(str), width="stretch")
+
+# ---- Retrains on cleaned labels, beside the runs they repeat ---
+pairs = retrain_pairs(ws)
+if not pairs.empty:
+    st.subheader("Cleaned labels vs the original")
+    st.caption("Each run retrained on a relabelled version (Label noise page) with the config of "
+               "the run it repeats, on the same validation queries. Validation labels changed "
+               "by the cleaning make the two numbers measure different judgments.")
+    st.dataframe(pairs, hide_index=True, width="stretch", column_config={
+        "original_ndcg10": st.column_config.NumberColumn("original val NDCG@10", format="%.4f"),
+        "retrain_ndcg10": st.column_config.NumberColumn("cleaned val NDCG@10", format="%.4f"),
+        "delta_ndcg10": st.column_config.NumberColumn("difference", format="%+.4f"),
+    })
+    done_pairs = pairs[(pairs["status"] == "finished") & (pairs["original_status"] == "finished")]
+    if not done_pairs.empty:
+        pick = st.selectbox("Retrain", list(done_pairs["retrain_run"]), key="retrain_pick")
+        row = done_pairs[done_pairs["retrain_run"] == pick].iloc[0]
+        if st.button("Evaluate both on the original dataset, with significance",
+                     key="retrain_eval"):
+            from lib.evaluation.pipeline import EvaluationSpec, evaluate
+
+            bar = st.progress(0.0, text="Scoring...")
+            spec = EvaluationSpec(
+                dataset=str(row["original_dataset"]), model=f"checkpoint:{pick}",
+                baselines=[f"checkpoint:{row['original_run']}"],
+                title=f"Cleaned-label retrain {pick} vs {row['original_run']}")
+            try:
+                result = evaluate(ws, spec,
+                                  progress=lambda f, msg: bar.progress(min(f, 1.0), msg))
+            except (ValueError, LookupError, FileNotFoundError) as exc:
+                st.error(esc(exc))
+            else:
+                bar.empty()
+                st.markdown(f"On the original's **{esc(result.split)}** split "
+                            f"({result.n_queries} queries; candidates: "
+                            f"{esc(result.candidates)}).")
+                for verdict in result.verdicts:
+                    st.info(esc(verdict))
+                st.caption(f"Full report: Evaluate page, evaluation {result.eval_id}.")
 
 # ---- Hyperparameters vs NDCG@10 ---
 done = table.dropna(subset=["best_ndcg10"]).copy()

@@ -289,9 +289,55 @@ def test_page_reviews_a_flag_relabels_it_and_retrains(workspace, tmp_path, tiny_
     runs = jobs.list_runs(workspace)
     new = runs[runs["dataset"] == "demo12-relabelled"]
     assert len(new) == 1
-    assert json.loads((jobs.run_dir_of(workspace, new["run_id"].iloc[0]) / "config.json")
+    new_id = new["run_id"].iloc[0]
+    assert json.loads((jobs.run_dir_of(workspace, new_id) / "config.json")
                       .read_text()) == cfg.to_json()
-    jobs.stop_run(workspace, new["run_id"].iloc[0], timeout_s=10)
+    jobs.stop_run(workspace, new_id, timeout_s=10)
+    # the Experiments page pairs the retrain with the run it repeats
+    from lib.experiments.table import retrain_pairs
+
+    paired = retrain_pairs(workspace)
+    assert paired[["retrain_run", "original_run", "dataset", "original_dataset"]].values.tolist(
+    ) == [[new_id, source, "demo12-relabelled", "demo12"]]
+    assert paired["validation_labels_changed"].tolist() == [0]  # a training pair was relabelled
+    exp = AppTest.from_file(f"{root}/pages/experiments.py", default_timeout=180).run()
+    assert not exp.exception
+    assert "Cleaned labels vs the original" in [h.value for h in exp.subheader]
+
+
+def test_cli_relabel_retrain_queues_a_linked_run(workspace, tmp_path, tiny_model):
+    from lib.experiments.table import retrain_pairs
+    from lib.training import jobs
+    from lib.training.config import build_config
+
+    demo_subset(workspace, tmp_path)
+    cfg = build_config({"base_model": str(tiny_model), "max_length": 48, "device": "cpu",
+                        "epochs": 1, "learning_rate": 1e-3, "cpu_threads": 1})
+    source = jobs.create_run(workspace, "demo12", cfg, enqueue=False).run_id
+    pairs = split.load_split_pairs(workspace, "demo12")
+    val = pairs[(pairs["split"] == "validation") & (pairs["label"] == 0)].iloc[0]
+    decisions = tmp_path / "decisions.jsonl"  # a validation label changes: flagged in the pairing
+    decisions.write_text(json.dumps({"query_id": val.query_id, "doc_id": val.doc_id,
+                                     "decision": "relabel", "label": 2}) + "\n")
+    rc, out = run_cli("relabel", "demo12", "--decisions", str(decisions), "--retrain", source,
+                      "--json", "--workspace", str(workspace.root))
+    assert rc == 0, out
+    rep = json.loads(out)
+    try:
+        assert relabel.retrain_of(jobs.run_dir_of(workspace, rep["run_id"])) == source
+        paired = retrain_pairs(workspace)
+        assert paired[["retrain_run", "original_run", "validation_labels_changed"]].values \
+            .tolist() == [[rep["run_id"], source, 1]]
+    finally:
+        jobs.stop_run(workspace, rep["run_id"], timeout_s=10)
+    other = pairs[(pairs["split"] == "train") & (pairs["label"] == 0)].iloc[0]
+    decisions.write_text(json.dumps({"query_id": other.query_id, "doc_id": other.doc_id,
+                                     "decision": "drop"}) + "\n")
+    rc, out = run_cli("relabel", "demo12", "--decisions", str(decisions), "--retrain", "run-x",
+                      "--name", "again", "--json", "--workspace", str(workspace.root))
+    assert rc == 2 and "no run 'run-x'" in json.loads(out)["error"]
+    with db.connect(workspace) as con:  # refused before any version was made
+        assert con.execute("SELECT count(*) FROM dataset_versions").fetchone()[0] == 1
 
 
 # The finder against the zero-shot baseline on planted flips in the demo data (the bundled MiniLM,

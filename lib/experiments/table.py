@@ -81,3 +81,45 @@ def best_run(table: pd.DataFrame) -> pd.Series | None:
     if done.empty:
         return None
     return done.loc[done["best_ndcg10"].idxmax()]
+
+
+def retrain_pairs(ws: Workspace) -> pd.DataFrame:
+    """Each run retrained on a cleaned-label version beside the run it repeats: same config,
+    same validation queries (the version copies the split). `validation_labels_changed` counts
+    the cleaning's changes on those validation queries: when it is not 0, the two best NDCG@10
+    are measured against different judgments and should not be compared directly."""
+    from lib.relabel import change_log, retrain_of
+    from lib.training.jobs import run_dir_of
+
+    table = runs_table(ws)
+    cols = ["retrain_run", "original_run", "dataset", "original_dataset", "status",
+            "original_status", "validation_queries", "original_ndcg10", "retrain_ndcg10",
+            "delta_ndcg10", "validation_labels_changed"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    by_id = table.set_index("run_id")
+    rows = []
+    for run_id, run in by_id.iterrows():
+        run_dir = run_dir_of(ws, str(run_id))
+        source = retrain_of(run_dir)
+        if source is None or source not in by_id.index:
+            continue
+        orig = by_id.loc[source]
+        val_path = run_dir / "data" / "validation.jsonl"
+        val_qids = (set(pd.read_json(val_path, lines=True, dtype={"query_id": str})["query_id"])
+                    if val_path.is_file() else set())
+        try:
+            log = change_log(ws, str(run["dataset"]))
+        except (LookupError, ValueError):  # the version was deleted since
+            log = pd.DataFrame(columns=["query_id", "action"])
+        hits = log["query_id"].astype(str).isin(val_qids) & log["action"].isin(["relabel", "drop"])
+        changed = int(hits.sum())
+        rows.append({
+            "retrain_run": run_id, "original_run": source, "dataset": run["dataset"],
+            "original_dataset": orig["dataset"], "status": run["status"],
+            "original_status": orig["status"], "validation_queries": run["validation_queries"],
+            "original_ndcg10": orig["best_ndcg10"], "retrain_ndcg10": run["best_ndcg10"],
+            "delta_ndcg10": run["best_ndcg10"] - orig["best_ndcg10"],
+            "validation_labels_changed": changed,
+        })
+    return pd.DataFrame(rows, columns=cols)
