@@ -53,10 +53,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                          "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
                          {"cold_start": "auto", "epochs": 2, "distill_teacher": "biencoder",
                           "distill_epochs": 1, "distill_docs_per_query": 5}),
-    # exactly what a user gets by default on a CPU: the Train page's "CPU recipe" preset, none of
+    # exactly what a user gets by default on a CPU: the Train page's "CPU quick" preset, none of
     # the shared sizes above (only the thread count), so --pairs/--max-length do not apply
-    "default": ("the default CPU recipe: the Train page's 'CPU recipe' preset as it ships", {}),
-    "cpu-quick": ("the 'CPU quick' preset as it ships (1,200 pairs, no distillation)", {}),
+    "default": ("the default CPU recipe: the Train page's 'CPU quick' preset as it ships", {}),
     "distill-1-epoch": ("recipe (1 epoch on the labels) after distilling the bi-encoder's "
                         "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
                         {"cold_start": "auto", "epochs": 1, "distill_teacher": "biencoder",
@@ -164,10 +163,9 @@ def main(argv=None) -> int:
     for name in names:
         what, overrides = VARIANTS[name]
         values = {**shared, **overrides}
-        if name in ("default", "cpu-quick"):
-            values = {**PRESETS["CPU recipe" if name == "default" else "CPU quick"],
-                      "base_model": args.base, "cpu_threads": args.cpu_threads,
-                      "save_total_limit": 1}
+        if name == "default":
+            values = {**PRESETS["CPU quick"], "base_model": args.base,
+                      "cpu_threads": args.cpu_threads, "save_total_limit": 1}
         if name == "recipe-no-head-lr":
             values["head_learning_rate"] = args.learning_rate
         cfg = build_config(values)

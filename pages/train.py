@@ -67,7 +67,7 @@ ids = list(table["dataset_id"])
 names = dict(zip(table["dataset_id"], table["name"], strict=True))
 c1, c2 = st.columns([2, 1])
 dataset_id = c1.selectbox("Dataset", ids, format_func=lambda i: f"{names[i]} ({i})")
-preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("CPU recipe")
+preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("CPU quick")
                            if not jobs.visible_gpus() else list(PRESETS).index("GPU full"))
 st.caption(f"**{preset_name}**: {PRESET_NOTES[preset_name]}")
 

@@ -55,9 +55,7 @@ def test_guide_default_preset_matches_the_guide():
     quick = preset("CPU quick")
     assert quick.max_length <= 128 and quick.epochs == 1 and quick.max_train_pairs
     assert set(PRESETS) == {"Guide default", "CPU quick", "GPU throughput", "GPU full",
-                            "CPU recipe"}
-    default = preset("CPU recipe")  # the Train page's default on a CPU
-    assert default.max_train_pairs is None and default.distill_teacher == "auto"
+                            "Distil (CPU)"}
 
 
 def test_gpu_throughput_preset_agrees_with_the_memory_check():
@@ -331,8 +329,8 @@ def test_worker_ending_while_its_files_are_ingested_loses_no_progress_line(
 
 
 def test_distil_preset_and_cold_start_fields():
-    cfg = preset("CPU recipe")
-    assert cfg.distill_teacher == "auto" and cfg.distill_docs_per_query == 5
+    cfg = preset("Distil (CPU)")
+    assert cfg.distill_teacher == "biencoder" and cfg.distill_docs_per_query == 10
     assert cfg.cold_start == "auto" and cfg.head_learning_rate is None
     assert build_config({"cold_start": "on", "head_learning_rate": 2e-3}).head_learning_rate == 2e-3
     with pytest.raises(ConfigError, match="cold_start"):

@@ -18,14 +18,13 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert at.title[0].value == "Train"
     preset = next(s for s in at.selectbox if s.label == "Preset")
     assert preset.options == ["Guide default", "CPU quick", "GPU throughput", "GPU full",
-                              "CPU recipe"]
-    assert preset.value == "CPU recipe"  # no GPU here
-    assert at.number_input(key="CPU recipe:ml").value == 128
-    assert at.text_input(key="CPU recipe:teach").value == "auto"  # distil into a new head
+                              "Distil (CPU)"]
+    assert preset.value == "CPU quick"  # no GPU here
+    assert at.number_input(key="CPU quick:ml").value == 128
     # the only doubt about the preset on fresh demo data: the Checks have not been run yet
     assert [w.value for w in at.warning] == [at.warning[0].value]
     assert "Checks have not been run" in at.warning[0].value
-    at.number_input(key="CPU recipe:lr").set_value(1e-4).run()
+    at.number_input(key="CPU quick:lr").set_value(1e-4).run()
     assert any("outside the usual" in w.value for w in at.warning)
     preset.set_value("Guide default").run()
     assert at.number_input(key="Guide default:ml").value == 512
@@ -37,11 +36,11 @@ def test_launch_from_the_page_runs_the_worker(workspace, tiny_model):
     load_demo(workspace)
     at = AppTest.from_file(PAGE, default_timeout=90).run()
     inside = shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")  # app: in ws
-    at.text_input(key="CPU recipe:model").set_value(str(inside))
-    at.number_input(key="CPU recipe:ml").set_value(32)
-    at.number_input(key="CPU recipe:mtp").set_value(100)
-    at.number_input(key="CPU recipe:es").set_value(1000)
-    at.number_input(key="CPU recipe:thr").set_value(1)
+    at.text_input(key="CPU quick:model").set_value(str(inside))
+    at.number_input(key="CPU quick:ml").set_value(32)
+    at.number_input(key="CPU quick:mtp").set_value(100)
+    at.number_input(key="CPU quick:es").set_value(1000)
+    at.number_input(key="CPU quick:thr").set_value(1)
     at.run()
     next(b for b in at.button if b.label == "Launch").click()
     at.run()

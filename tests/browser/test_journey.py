@@ -78,7 +78,6 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     fill(page, "Base model", str(model))
     fill(page, "Max length (tokens)", "64")
     one_thread(page)
-    fill(page, "Max training pairs (0 = all)", "1200")  # the default preset: all pairs
     launch = page.get_by_role("button", name="Launch")
     launch.click()
     page.get_by_text(re.compile(r"Run run-[\w-]+ queued: \d+ training pairs")).first.wait_for()

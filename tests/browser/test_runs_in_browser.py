@@ -49,7 +49,6 @@ def test_two_sessions_launch_at_once_and_a_restart_loses_nothing(app_server, bro
             fill(page, "Epochs", epochs)
             fill(page, "Max length (tokens)", "64")
             one_thread(page)
-            fill(page, "Max training pairs (0 = all)", "1200")  # the default preset: all pairs
         for page in pages:  # both at once
             page.get_by_role("button", name="Launch").click(no_wait_after=True)
         ids = []
