@@ -117,9 +117,10 @@ class Recipe:
 
 
 def resolve_teacher(teacher: str | None, cold_start: bool) -> str | None:
-    """`auto` distils the zero-shot bi-encoder into a new head only: on the demo at full size
-    that lifted validation NDCG@10 from 0.578 (recipe alone) to 0.613 (bench/quality.py), while a
-    trained cross-encoder already ranks better than the bi-encoder it would learn from."""
+    """`auto` distils the zero-shot bi-encoder into a new head only (a trained cross-encoder
+    already ranks better than the bi-encoder it would learn from). Opt-in, not a default: on the
+    demo (bench/results/quality.log) it helped once (0.613 vs 0.578, all pairs, 128 tokens) and
+    lost twice (0.529 vs 0.566 on 1,200 pairs; 0.557 at 256 tokens)."""
     if teacher is None or teacher.strip().lower() != AUTO_TEACHER:
         return teacher
     return BIENCODER_TEACHER if cold_start else None
