@@ -116,12 +116,12 @@ def mse_against(model, pairs: pd.DataFrame, targets: np.ndarray, batch_size: int
     return float(np.mean((np.asarray(pred, dtype=np.float64) - targets) ** 2))
 
 
-def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: str,
-                     precision: str, learning_rate_mapping: dict[str, float] | None = None,
-                     teacher: str | None = None,
+def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, teacher: str,
+                     device: str, precision: str,
+                     learning_rate_mapping: dict[str, float] | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Phase 1: fit the model to the teacher's scores with sentence-transformers' MSELoss.
-    `teacher` is the resolved spec (the recipe's, for `auto`); default the config's.
+    `teacher` is the recipe's resolved spec (never `auto`), not the config's.
     Returns what happened (pairs, teacher, MSE before/after), also appended to progress.jsonl."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -131,7 +131,6 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, device: 
     from sentence_transformers.cross_encoder.losses import MSELoss
     from transformers import TrainerCallback
 
-    teacher = teacher or cfg.distill_teacher
     pairs = distill_pairs(train, cfg.distill_docs_per_query, cfg.seed)
     raw = teacher_scores(run_dir, pairs, teacher, device, log=log)
     targets = standardise(raw, pairs["query_id"])
