@@ -25,6 +25,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--baseline", action="store_true",
                    help="also score the zero-shot bi-encoder (cosine), shown beside the flags")
+    p.add_argument("--from-run", metavar="RUN_ID",
+                   help="flag from this finished run's training dynamics (confidence and "
+                        "variability of its training pairs across validations) instead of "
+                        "training fold models; needs dynamics_max_pairs > 0 in its config")
+    p.add_argument("--merge", metavar="JOB_ID",
+                   help="with --from-run: merge with this finished out-of-fold job's flags "
+                        "into one ranked list")
     p.add_argument("--top", type=int, default=0, help="print only the N strongest flags")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_noise)
@@ -44,7 +51,35 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     r.set_defaults(func=cmd_relabel)
 
 
+def cmd_noise_from_run(args, ws: Workspace) -> int:
+    from lib import noise_dynamics
+
+    job_id = noise_dynamics.create_job_from_run(ws, args.from_run, dataset=args.dataset,
+                                                merge_job=args.merge)
+    flagged = noise.flagged_json(ws, job_id)
+    row = noise.list_jobs(ws).set_index("job_id").loc[job_id]
+    if args.top:
+        flagged = flagged[:args.top]
+    if args.json:
+        print_json({"job_id": job_id, "flagged": flagged, "pairs_scored": int(row.pairs_scored),
+                    "run_id": args.from_run, "merged_with": args.merge})
+        return 0
+    print(f"noise job {job_id}: {row.pairs_scored} training pairs of run {args.from_run} "
+          f"(training dynamics{', merged with ' + args.merge if args.merge else ''}), "
+          f"{len(flagged)} flagged, strongest first:")
+    for i, f in enumerate(flagged[:args.top or 20], 1):
+        print(f"  {i:3d}. query {f['query_id']} doc {f['doc_id']} label {f['label']} "
+              f"strength {f['strength']:.2f}: {f['reason']}")
+    print("  review them: Noise page, or write decisions and run `reranker-studio relabel`")
+    return 0
+
+
 def cmd_noise(args, ws: Workspace) -> int:
+    if args.from_run:
+        return cmd_noise_from_run(args, ws)
+    if args.merge:
+        raise ValueError("--merge goes with --from-run (it merges a run's dynamics flags with "
+                         "an out-of-fold job's)")
     opts = noise.NoiseOptions(folds=args.folds, quick=args.quick, base_model=args.model,
                               epochs=args.epochs, max_length=args.max_length,
                               max_pairs=args.max_pairs, seed=args.seed, baseline=args.baseline)

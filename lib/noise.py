@@ -37,6 +37,7 @@ from lib.workspace import Workspace, safe_name
 SCORES = "scores.jsonl"  # written by the worker: one line per held-out pair
 OPTIONS = "options.json"
 PAIRS = "pairs.jsonl"  # exported by the launcher: the training pairs with their fold
+CARTOGRAPHY = "cartography.jsonl"  # a dynamics job: per-pair confidence/variability
 STRONG = 1.0  # strength (in within-query standard deviations) from which a flag is "strong"
 
 
@@ -395,9 +396,11 @@ def list_jobs(ws: Workspace, dataset: str | None = None) -> pd.DataFrame:
 
 
 def flags_table(ws: Workspace, job_id: str, only_flagged: bool = True) -> pd.DataFrame:
-    """The job's pairs with query and document text and the current decision; strongest first."""
+    """The job's pairs with query and document text and the current decision; strongest first.
+    `source` names where each flag came from; a job built from training dynamics adds the
+    pairs' confidence and variability."""
     with db.connect(ws) as con:
-        return con.execute(
+        table = con.execute(
             "SELECT n.flag_rank, n.query_id, p.query, n.doc_id, p.document, n.label, "
             "n.oof_score, n.baseline_score, n.rank_in_query, n.strength, n.reason, "
             "coalesce(x.decision, 'pending') AS decision, x.new_label "
@@ -408,6 +411,13 @@ def flags_table(ws: Workspace, job_id: str, only_flagged: bool = True) -> pd.Dat
             "AND x.doc_id = n.doc_id WHERE n.job_id = ? "
             + ("AND n.strength IS NOT NULL " if only_flagged else "")
             + "ORDER BY n.flag_rank NULLS LAST, n.query_id, n.rank_in_query", [job_id]).df()
+    carto = job_dir(ws, job_id) / CARTOGRAPHY
+    if not carto.is_file():
+        return table.assign(source=np.where(table["strength"].notna(), "out-of-fold", None))
+    extra = pd.read_json(carto, lines=True, dtype={"query_id": str, "doc_id": str})
+    extra = extra.drop_duplicates(["query_id", "doc_id"])[["query_id", "doc_id", "confidence",
+                                                           "variability", "source"]]
+    return table.merge(extra, on=["query_id", "doc_id"], how="left")
 
 
 def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
@@ -425,9 +435,14 @@ def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
 def flagged_json(ws: Workspace, job_id: str) -> list[dict[str, Any]]:
     """The CLI's `flagged` list: exactly the keys the issue names."""
     t = flags_table(ws, job_id)
+    dyn = "confidence" in t  # a job built from training dynamics: say the source and the map
     return [{"query_id": r.query_id, "doc_id": r.doc_id, "label": int(r.label),
              "oof_score": round(float(r.oof_score), 6), "rank_in_query": int(r.rank_in_query),
-             "reason": r.reason, "strength": round(float(r.strength), 4)}
+             "reason": r.reason, "strength": round(float(r.strength), 4),
+             **({"source": r.source,
+                 "confidence": None if pd.isna(r.confidence) else round(float(r.confidence), 4),
+                 "variability": None if pd.isna(r.variability)
+                 else round(float(r.variability), 4)} if dyn else {})}
             for r in t.itertuples(index=False)]
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lib import datasets, noise, relabel
+from lib import datasets, noise, noise_dynamics, relabel
 from lib.models import app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import runfiles
@@ -37,6 +37,31 @@ with st.expander("Find likely label errors", expanded=False):
                     folds=int(folds), quick=bool(quick), base_model=app_model_spec(model, ws)))
                 st.session_state["noise_job"] = job
                 st.success(f"Started noise job {esc(job)}.")
+            except (ValueError, LookupError, FileNotFoundError) as exc:
+                st.error(esc(exc))
+
+with st.expander("Flags from a training run's dynamics", expanded=False):
+    st.caption("A run with `dynamics_max_pairs` > 0 scored a sample of its training pairs at "
+               "each validation. Pairs whose given label it kept giving low probability, "
+               "steadily (low confidence, low variability: 'hard to learn'), are flagged; "
+               "optionally merged with an out-of-fold job's flags into one ranked list.")
+    dyn_runs = noise_dynamics.runs_with_dynamics(ws)
+    if not dyn_runs:
+        st.info("No run has recorded training dynamics yet.")
+    else:
+        d1, d2 = st.columns(2)
+        dyn_run = d1.selectbox("Run", dyn_runs, key="noise_dyn_run")
+        oof_jobs = noise.list_jobs(ws)
+        oof_jobs = oof_jobs[(oof_jobs["status"] == runfiles.FINISHED)
+                            & ~oof_jobs["options"].str.contains('"source": "dynamics"')]
+        merge = d2.selectbox("Merge with out-of-fold job", ["(none)", *oof_jobs["job_id"]],
+                             key="noise_dyn_merge")
+        if st.button("Flag from dynamics", key="noise_dyn_go"):
+            try:
+                job = noise_dynamics.create_job_from_run(
+                    ws, dyn_run, merge_job=None if merge == "(none)" else merge)
+                st.session_state["noise_job"] = job
+                st.success(f"Noise job {esc(job)} made from run {esc(dyn_run)}.")
             except (ValueError, LookupError, FileNotFoundError) as exc:
                 st.error(esc(exc))
 
@@ -82,11 +107,19 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Pairs scored", f"{int(info.loc[job_id, 'pairs_scored'] or 0):,}")
 c2.metric("Flagged", f"{len(table):,}")
 c3.metric("Decided", f"{int((table['decision'] != 'pending').sum()):,}")
+carto = noise_dynamics.cartography_of(ws, job_id)
+if carto is not None and not carto.empty:
+    st.plotly_chart(noise_dynamics.scatter(carto), width="stretch", key="noise_scatter")
+    st.caption("Each recorded training pair of the run: bottom left (low confidence, low "
+               "variability) is 'hard to learn', where mislabelled pairs gather; top left is "
+               "easy; the right-hand side is ambiguous. For pairs only the run scored, "
+               "oof_score is the run's mean probability of relevance (not out of fold).")
 only_pending = st.toggle("Only pending", value=False, key="noise_only_pending")
 shown = table[table["decision"] == "pending"] if only_pending else table
-st.dataframe(shown[["flag_rank", "query_id", "doc_id", "label", "oof_score", "rank_in_query",
-                    "strength", "reason", "decision", "new_label", "query", "document"]]
-             .head(500), hide_index=True, width="stretch")
+cols = ["flag_rank", "query_id", "doc_id", "label", "source", "oof_score", "rank_in_query",
+        "strength", *(["confidence", "variability"] if "confidence" in shown else []),
+        "reason", "decision", "new_label", "query", "document"]
+st.dataframe(shown[cols].head(500), hide_index=True, width="stretch")
 
 options = [f"{q} | {d}" for q, d in zip(shown["query_id"].head(500), shown["doc_id"].head(500),
                                         strict=True)]

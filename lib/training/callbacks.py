@@ -30,6 +30,31 @@ PRIMARY = "ndcg@10"
 BEST_METRIC_KEY = f"eval_{EVAL_NAME}_{PRIMARY}"  # what the trainer sees after its prefixing
 
 
+class PairScorer:
+    """Scores of fixed (query, document) pairs during training, equal to `model.predict`'s:
+    tokenised once per run (the tokenizer does not change while training), scored longest
+    first, bf16 on a GPU. Shared by validation and the training-dynamics recorder."""
+
+    def __init__(self, pairs: pd.DataFrame, batch_size: int = 32):
+        self.texts = list(zip(pairs["query"], pairs["document"], strict=True))
+        self.batch_size = batch_size
+        self._rows = None  # pre-tokenised pairs (False: the model needs the stock predict)
+
+    def score(self, model):
+        from lib.training import tokenized
+
+        if self._rows is None:
+            try:
+                self._rows = tokenized.tokenize_pairs(model, self.texts,
+                                                      prompt=tokenized.predict_prompt(model))
+            except tokenized.Unsupported:
+                self._rows = False
+        if self._rows is False:
+            return model.predict(self.texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                 show_progress_bar=False)
+        return tokenized.score_rows(model, self._rows, self.batch_size)
+
+
 class RankingEvaluator(BaseEvaluator):
     """Scores the validation pairs with model.predict and ranks each query's candidates."""
 
@@ -41,7 +66,8 @@ class RankingEvaluator(BaseEvaluator):
         if missing:
             raise ValueError(f"validation pairs lack columns {sorted(missing)}")
         self.pairs = pairs.reset_index(drop=True)
-        self.texts = list(zip(self.pairs["query"], self.pairs["document"], strict=True))
+        self.scorer = PairScorer(self.pairs, batch_size)
+        self.texts = self.scorer.texts
         self.batch_size = batch_size
         self.metrics = tuple(metrics)
         self.name = name
@@ -49,7 +75,6 @@ class RankingEvaluator(BaseEvaluator):
         self.seconds_total = 0.0  # time spent validating, kept out of training throughput
         self.last = None  # the last EvalResult
         self.last_pairs_per_s = 0.0
-        self._rows = None  # pre-tokenised pairs (False: the model needs the stock predict)
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1,
                  steps: int = -1) -> dict[str, float]:
@@ -65,20 +90,7 @@ class RankingEvaluator(BaseEvaluator):
         return metrics
 
     def score(self, model):
-        """Scores equal to `model.predict`'s: the pairs are tokenised once per run (the
-        tokenizer does not change while training), scored longest first, bf16 on a GPU."""
-        from lib.training import tokenized
-
-        if self._rows is None:
-            try:
-                self._rows = tokenized.tokenize_pairs(model, self.texts,
-                                                      prompt=tokenized.predict_prompt(model))
-            except tokenized.Unsupported:
-                self._rows = False
-        if self._rows is False:
-            return model.predict(self.texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False)
-        return tokenized.score_rows(model, self._rows, self.batch_size)
+        return self.scorer.score(model)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"queries": int(self.pairs["query_id"].nunique()), "pairs": len(self.pairs),
@@ -177,8 +189,9 @@ class ProgressCallback(TrainerCallback):
     """Writes progress.jsonl records and a status heartbeat (rank 0 only)."""
 
     def __init__(self, run_dir: Path, evaluator: RankingEvaluator, samples_per_step: int,
-                 extra_start: dict[str, Any] | None = None):
+                 extra_start: dict[str, Any] | None = None, dynamics=None):
         self.run_dir = run_dir
+        self.dynamics = dynamics  # a lib.dynamics.DynamicsRecorder, or None (off)
         self.evaluator = evaluator
         self.samples_per_step = samples_per_step
         self.extra_start = extra_start or {}
@@ -194,8 +207,10 @@ class ProgressCallback(TrainerCallback):
 
     # -- helpers -----------------------------------------------------------------------------
     def overhead_seconds(self) -> float:
-        """Time spent validating and writing checkpoints: work a bare training loop skips."""
-        return self.evaluator.seconds_total + self.save_seconds
+        """Time spent validating (training dynamics included) and writing checkpoints: work a
+        bare training loop skips."""
+        dyn = self.dynamics.seconds if self.dynamics is not None else 0.0
+        return self.evaluator.seconds_total + self.save_seconds + dyn
 
     def train_seconds(self) -> float:
         """Wall time of this process's training so far, minus validation and checkpointing."""
@@ -265,6 +280,12 @@ class ProgressCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.n_evals += 1
+        dyn_s = None
+        if self.dynamics is not None and state.global_step > 0 and kwargs.get("model") is not None:
+            # step 0 is the untrained start: its scores say nothing about the labels
+            before = self.dynamics.seconds
+            self.dynamics.record(kwargs["model"], state.global_step, state.epoch)
+            dyn_s = round(self.dynamics.seconds - before, 2)
         result = self.evaluator.last
         record = {
             "kind": "eval", "step": state.global_step, "epoch": _f(state.epoch),
@@ -274,6 +295,7 @@ class ProgressCallback(TrainerCallback):
             "n_excluded": result.n_excluded if result else None,
             "eval_seconds": round(getattr(self.evaluator, "last_seconds", 0.0), 2),
             "eval_pairs_per_s": round(getattr(self.evaluator, "last_pairs_per_s", 0.0), 1),
+            **({"dynamics_seconds": dyn_s} if dyn_s is not None else {}),
             "gpu_mem_mb": gpu_memory_mb(),
         }
         runfiles.append_progress(self.run_dir, record)

@@ -87,6 +87,11 @@ class TrainConfig(BaseModel):
         "offline), a cross-encoder path/hub id, or 'auto' (the bi-encoder when the cold-start "
         "recipe is on, i.e. the base's reranker head is new; none otherwise); None: no distillation"
     )
+    dynamics_max_pairs: int = Field(
+        1000, ge=0, le=1_000_000, description="training dynamics: at each validation also score "
+        "this many training pairs (whole queries, seeded; 0 = off), for the label-noise page's "
+        "confidence/variability map; costs about one validation pass over that many pairs"
+    )
     distill_epochs: int = Field(1, ge=1, le=20, description="epochs of the distillation phase")
     distill_docs_per_query: int = Field(
         10, ge=0, le=1000, description="training documents sampled per training query (seeded) "

@@ -214,7 +214,8 @@ def create_run(
                          "with `reranker-studio split`")
     pairs = load_split_pairs(ws, ds.dataset_id, split_id=sid)
     cols = ["query_id", "doc_id", "query", "document", "label"]
-    train = pairs[pairs["split"] == "train"][cols]
+    # the line ties a training pair back to the dataset (training dynamics -> noise flags)
+    train = pairs[pairs["split"] == "train"][[*cols, "line"]]
     val = pairs[pairs["split"] == "validation"][cols]
     if train.empty:
         raise ValueError(f"split {sid} of {ds.name!r} has no training queries")

@@ -263,12 +263,21 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         runfiles.update_status(run_dir, batching=fast.info)  # padding share, for the Train page
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
     samples_per_step = cfg.batch_size * cfg.gradient_accumulation * world
-    progress = ProgressCallback(run_dir, evaluator, samples_per_step, extra_start={
+    dynamics = None
+    if cfg.dynamics_max_pairs and rank0:
+        from lib.dynamics import DynamicsRecorder
+
+        dynamics = DynamicsRecorder(run_dir, train_df, cfg.dynamics_max_pairs, cfg.seed,
+                                    batch_size=cfg.eval_batch_size)
+        _log(f"training dynamics: {len(dynamics.pairs)} training pairs scored at each validation")
+    progress = ProgressCallback(run_dir, evaluator, samples_per_step, dynamics=dynamics,
+                                extra_start={
         "device": shown_device,
         "precision": precision, "train_rows": len(dataset), "train_pairs": len(train_df),
         "validation_pairs": len(val_df), "validation_queries": int(val_df["query_id"].nunique()),
         "resumed": resume, "max_length": max_length, "world_size": world, **fast.info,
         "recipe": recipe.to_json(), "distillation": distilled,
+        "dynamics_pairs": len(dynamics.pairs) if dynamics is not None else 0,
     })
     stopper = GracefulStopCallback(flag)
     callbacks = [progress, stopper]
