@@ -5,10 +5,16 @@ relevant -> 0, 0 -> 2). Reported per flip seed, in the same run:
   - baseline: the bundled bi-encoder's cosine, through the same within-query flag logic;
   - finder: out-of-fold cross-encoders (lib.noise_worker.oof_scores, k folds grouped by query);
   - fused: per-query z-scores of both, 50/50 (the finder with the bi-encoder as a prior).
+  - cartography (with --method cartography or both): ONE normal training run on the same noisy
+    pairs (the real worker, in-process; validation on the next 10 demo queries, never flipped)
+    recording training dynamics for every pair; flagged by lib.dynamics.flag_dynamics (low
+    confidence, variability at or below the median), and "low_confidence": every pair ranked by
+    confidence alone.
 Precision among the top N flags (N = flipped pairs) and recall among the top 3N; chance is
 the flip rate (0.05) and 3N / pairs.
 
   nice -n 5 python bench/noise.py --queries 40 --model default --epochs 2 --folds 2
+  nice -n 5 python bench/noise.py --method cartography --epochs 2 --eval-every 10
 Results go to stdout and are appended to bench/results/noise.log.
 """
 
@@ -25,6 +31,52 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _NoStop:
+    signal_name = None
+
+    def is_set(self) -> bool:
+        return False
+
+
+def cartography_run(noisy, val, args, work: Path):
+    """Train once on `noisy` (all training queries) with dynamics on; the run's cartography."""
+    import numpy as np
+    import pandas as pd
+
+    from lib import dynamics, split
+    from lib.ingest import ingest_file
+    from lib.training import jobs
+    from lib.training.config import build_config
+    from lib.training.worker import train
+    from lib.workspace import resolve_workspace
+
+    os.environ.setdefault("RERANKER_STUDIO_BAR_BIENCODER", "none")  # the bar is not measured here
+    ws = resolve_workspace(work / "ws")
+    path = work / "noisy.jsonl"
+    both = [noisy.assign(split="train"), val.assign(split="validation")]
+    cols = ["query_id", "doc_id", "query", "document", "label", "split"]
+    pd.concat([b[cols] for b in both]).to_json(path, orient="records", lines=True,
+                                               force_ascii=False)
+    ingest_file(ws, path, "bench-noisy")
+    split.make_split(ws, "bench-noisy", val_frac=0.0)
+    cfg = build_config({"base_model": args.model, "max_length": args.max_length,
+                        "epochs": args.epochs, "learning_rate": args.lr, "batch_size": 16,
+                        "eval_steps": args.eval_every, "logging_steps": 10, "seed": 13,
+                        "device": args.device, "dynamics_max_pairs": len(noisy) + 1,
+                        "max_train_pairs": None})
+    created = jobs.create_run(ws, "bench-noisy", cfg, enqueue=False)
+    t = time.time()
+    train(created.run_dir, False, _NoStop())
+    seconds = time.time() - t
+    dyn = dynamics.read_dynamics(created.run_dir)
+    carto = dynamics.cartography(dyn.pairs, dyn.probs)
+    lines = (created.run_dir / "progress.jsonl").read_text().splitlines()
+    dyn_s = sum(json.loads(r).get("dynamics_seconds") or 0 for r in lines)
+    return carto, {"run_seconds": round(seconds), "dynamics_seconds": round(dyn_s, 1),
+                   "validations": len(dyn.steps), "recorded": len(carto),
+                   "flags": int(np.isfinite(dynamics.flag_dynamics(carto)["strength"]).sum())}
 
 
 def main() -> int:
@@ -44,11 +96,16 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--method", choices=("finder", "cartography", "both"), default="finder")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="cartography: validation (and dynamics) every N steps")
     args = ap.parse_args()
     rows = pd.read_json(DEMO_DATASET_PATH, lines=True, dtype={"query_id": str, "doc_id": str})
-    qids = sorted(rows["query_id"].unique())[:args.queries]
+    all_q = sorted(rows["query_id"].unique())
+    qids = all_q[:args.queries]
     pairs = rows[rows["query_id"].isin(qids)].reset_index(drop=True)
     pairs["line"] = np.arange(1, len(pairs) + 1)
+    val = rows[rows["query_id"].isin(all_q[args.queries:args.queries + 10])]
     t0 = time.time()
     cosine = noise.biencoder_scores(pairs)  # label-independent: once for every seed
     t_bi = time.time() - t0
@@ -63,20 +120,39 @@ def main() -> int:
         noisy["fold"] = noisy["query_id"].map(noise.assign_folds(noisy["query_id"], args.folds,
                                                                  13))
         n = len(truth)
-        t = time.time()
-        sc = oof_scores(noisy, dict(folds=args.folds, base_model=args.model,
-                                    learning_rate=args.lr, batch_size=16, epochs=args.epochs,
-                                    max_length=args.max_length, seed=13, device=args.device))
-        t_oof = time.time() - t
-        m = sc.merge(noisy[["query_id", "doc_id", "line", "cosine"]],
-                     on=["query_id", "doc_id", "line"])
-        res = {"seed": seed, "pairs": len(noisy), "flipped": n, "oof_seconds": round(t_oof),
+        res = {"seed": seed, "pairs": len(noisy), "flipped": n, "method": args.method,
                "biencoder_seconds": round(t_bi)}
-        for name, col in (("baseline", m["cosine"]), ("finder", m["oof_score"]),
-                          ("fused", 0.5 * z(m, "oof_score") + 0.5 * z(m, "cosine"))):
-            flags = noise.flag_pairs(m.assign(oof_score=col))
-            p, r = noise.precision_recall(flags, truth, n, 3 * n)
-            res[name] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
+        baseline = noise.flag_pairs(noisy.assign(oof_score=noisy["cosine"]))
+        p, r = noise.precision_recall(baseline, truth, n, 3 * n)
+        res["baseline"] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
+        if args.method in ("finder", "both"):
+            t = time.time()
+            sc = oof_scores(noisy, dict(folds=args.folds, base_model=args.model,
+                                        learning_rate=args.lr, batch_size=16,
+                                        epochs=args.epochs, max_length=args.max_length, seed=13,
+                                        device=args.device))
+            res["oof_seconds"] = round(time.time() - t)
+            m = sc.merge(noisy[["query_id", "doc_id", "line", "cosine"]],
+                         on=["query_id", "doc_id", "line"])
+            for name, col in (("finder", m["oof_score"]),
+                              ("fused", 0.5 * z(m, "oof_score") + 0.5 * z(m, "cosine"))):
+                flags = noise.flag_pairs(m.assign(oof_score=col))
+                p, r = noise.precision_recall(flags, truth, n, 3 * n)
+                res[name] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
+        if args.method in ("cartography", "both"):
+            import tempfile
+
+            from lib import dynamics
+
+            with tempfile.TemporaryDirectory() as tmp:
+                carto, info = cartography_run(noisy, val, args, Path(tmp))
+            res["cartography_run"] = info
+            ranked = {"cartography": dynamics.flag_dynamics(carto),
+                      "low_confidence": carto.assign(strength=1.0 - carto["confidence"])
+                      .sort_values("strength", ascending=False)}
+            for name, flags in ranked.items():
+                p, r = noise.precision_recall(flags, truth, n, 3 * n)
+                res[name] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
         out.append(res)
         print(json.dumps(res), flush=True)
     summary = {"args": vars(args), "runs": out, "at": time.strftime("%Y-%m-%d %H:%M")}

@@ -67,11 +67,15 @@ def cmd_noise_from_run(args, ws: Workspace) -> int:
     print(f"noise job {job_id}: {row.pairs_scored} training pairs of run {args.from_run} "
           f"(training dynamics{', merged with ' + args.merge if args.merge else ''}), "
           f"{len(flagged)} flagged, strongest first:")
-    for i, f in enumerate(flagged[:args.top or 20], 1):
+    _print_flags(flagged, args.top)
+    return 0
+
+
+def _print_flags(flagged: list[dict], top: int) -> None:
+    for i, f in enumerate(flagged[:top or 20], 1):
         print(f"  {i:3d}. query {f['query_id']} doc {f['doc_id']} label {f['label']} "
               f"strength {f['strength']:.2f}: {f['reason']}")
     print("  review them: Noise page, or write decisions and run `reranker-studio relabel`")
-    return 0
 
 
 def cmd_noise(args, ws: Workspace) -> int:
@@ -111,10 +115,7 @@ def cmd_noise(args, ws: Workspace) -> int:
         return 0
     print(f"noise job {job_id}: {status.get('pairs_scored')} training pairs scored out of fold "
           f"({args.folds} folds), {len(flagged)} flagged, strongest first:")
-    for i, f in enumerate(flagged[:args.top or 20], 1):
-        print(f"  {i:3d}. query {f['query_id']} doc {f['doc_id']} label {f['label']} "
-              f"strength {f['strength']:.2f}: {f['reason']}")
-    print("  review them: Noise page, or write decisions and run `reranker-studio relabel`")
+    _print_flags(flagged, args.top)
     return 0
 
 

@@ -186,6 +186,11 @@ def flag_pairs(frame: pd.DataFrame, score_col: str = "oof_score",
     out["agreement"] = agreement
     out["strength"] = strength
     out["reason"] = reasons
+    return rank_flags(out)
+
+
+def rank_flags(out: pd.DataFrame) -> pd.DataFrame:
+    """Strongest first (ties: query, then the model's order); flag_rank 1..n, NA unflagged."""
     out = out.sort_values(["strength", "query_id", "rank_in_query"],
                           ascending=[False, True, True], na_position="last", ignore_index=True)
     flagged = out["strength"].notna().to_numpy()

@@ -114,12 +114,7 @@ def merge_flags(dyn: pd.DataFrame, oof: pd.DataFrame | None) -> pd.DataFrame:
     out["label"] = out["label"].astype(int)
     out["fold"] = out["fold"].astype(int)
     out["rank_in_query"] = out["rank_in_query"].astype(int)
-    out = out.sort_values(["strength", "query_id", "rank_in_query"],
-                          ascending=[False, True, True], na_position="last", ignore_index=True)
-    flagged = out["strength"].notna().to_numpy()
-    out["flag_rank"] = pd.array(np.where(flagged, np.arange(1, len(out) + 1), None),
-                                dtype="Int64")
-    return out
+    return noise.rank_flags(out)
 
 
 def create_job_from_run(ws: Workspace, run_id: str, *, dataset: str | None = None,

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import pandas as pd
 
 from lib.training import runfiles
 from lib.training.config import TrainConfig
+from lib.workerproc import run_worker
 
 
 def _log(msg: str) -> None:
@@ -160,34 +159,27 @@ def run(job_dir: Path, flag) -> dict:
                                   eta_s=0, seconds=round(time.time() - t0, 1))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.noise_worker")
-    parser.add_argument("job_dir")
-    args = parser.parse_args(argv)
-    job_dir = Path(args.job_dir).resolve()
-    if not (job_dir / "options.json").is_file():
-        print(f"error: {job_dir / 'options.json'} does not exist", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lib.training.callbacks import StopFlag
-
-    flag = StopFlag(job_dir)
-    flag.install()
+def _run_or_stop(job_dir: Path, flag) -> None:
     try:
         run(job_dir, flag)
     except Stopped:
         runfiles.update_status(job_dir, state=runfiles.STOPPED, finished_at=runfiles.now_iso(),
                                note="stopped on request", eta_s=None)
         _log("stopped on request")
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
-        trace = traceback.format_exc()
-        print(trace, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.noise_worker")
+    parser.add_argument("job_dir")
+    args = parser.parse_args(argv)
+    job_dir = Path(args.job_dir).resolve()
+
+    def failed(exc: BaseException, _trace: str) -> None:
         runfiles.update_status(job_dir, state=runfiles.FAILED, finished_at=runfiles.now_iso(),
                                error=f"{type(exc).__name__}: {exc}"[:2000],
                                log_tail=runfiles.tail(job_dir / runfiles.LOG, 30))
-        return 1
-    return 0
+
+    return run_worker(job_dir, "options.json", lambda flag: _run_or_stop(job_dir, flag), failed)
 
 
 if __name__ == "__main__":

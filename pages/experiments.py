@@ -37,7 +37,8 @@ st.caption(
 
 # ---- Sweep: inputs ---
 ds_table = datasets.list_datasets(ws)
-with st.expander("New sweep", expanded=ds_table.empty is False and runs_table(ws).empty):
+all_runs = runs_table(ws)  # built once per render: the sweep form and the retrain pairing use it
+with st.expander("New sweep", expanded=ds_table.empty is False and all_runs.empty):
     if ds_table.empty:
         st.info("No datasets yet. Open **Data** to upload one.")
     else:
@@ -139,7 +140,9 @@ def runs_section() -> None:
 
 
 runs_section()
-table = st.session_state.get("experiments_table", runs_table(ws))
+table = st.session_state.get("experiments_table")
+if table is None:
+    table = all_runs
 if table is None or table.empty:
     st.stop()
 
@@ -163,7 +166,7 @@ if chosen:
     st.dataframe(config_diff(run_configs(ws, chosen), only_diff).astype(str), width="stretch")
 
 # ---- Retrains on cleaned labels, beside the runs they repeat ---
-pairs = retrain_pairs(ws)
+pairs = retrain_pairs(ws, all_runs)  # unfiltered: an original may be hidden by the filters
 if not pairs.empty:
     st.subheader("Cleaned labels vs the original")
     st.caption("Each run retrained on a relabelled version (Label noise page) with the config of "

@@ -343,3 +343,71 @@ def test_cli_relabel_retrain_queues_a_linked_run(workspace, tmp_path, tiny_model
 # The finder against the zero-shot baseline on planted flips in the demo data (the bundled MiniLM,
 # ~20 min on a shared 2-core box, a one-pair margin) is a quality claim: bench/noise.py measures
 # it with its baseline in the same run (bench/results/noise.log), not this suite.
+
+
+def test_retrain_pairs_uses_the_table_it_is_given(workspace, tmp_path, tiny_model,
+                                                  monkeypatch):
+    """The Experiments page passes the runs table it built: no second query of the runs."""
+    from lib.experiments import table as exp_table
+    from lib.training import jobs
+    from lib.training.config import build_config
+
+    demo_subset(workspace, tmp_path)
+    cfg = build_config({"base_model": str(tiny_model), "max_length": 48, "device": "cpu",
+                        "epochs": 1, "cpu_threads": 1})
+    source = jobs.create_run(workspace, "demo12", cfg, enqueue=False).run_id
+    pair = split.load_split_pairs(workspace, "demo12", "train").iloc[0]
+    rep = relabel.relabel(workspace, "demo12", [{"query_id": pair.query_id,
+                                                 "doc_id": pair.doc_id, "decision": "drop"}])
+    new = jobs.create_run(workspace, rep.name, cfg, enqueue=False)
+    (new.run_dir / relabel.LINEAGE_FILE).write_text(json.dumps({"retrain_of": source}))
+    built = exp_table.runs_table(workspace)
+    expected = exp_table.retrain_pairs(workspace)
+    assert expected[["retrain_run", "original_run"]].values.tolist() == [[new.run_id, source]]
+
+    def no_query(_ws):
+        raise AssertionError("runs_table queried again")
+
+    monkeypatch.setattr(exp_table, "runs_table", no_query)
+    pd.testing.assert_frame_equal(exp_table.retrain_pairs(workspace, built), expected)
+
+
+@pytest.mark.slow
+def test_cli_relabel_retrain_runs_the_source_config_on_the_new_version(workspace, tmp_path,
+                                                                       tiny_model):
+    """`relabel --retrain RUN`: the version is made, then a run with RUN's config is launched
+    on it (not only queued) and trains on the cleaned labels to the end."""
+    from lib.training import jobs
+    from lib.training.config import build_config
+
+    ds, _ = demo_subset(workspace, tmp_path)
+    cfg = build_config({"base_model": str(tiny_model), "max_length": 48, "device": "cpu",
+                        "epochs": 1, "learning_rate": 1e-3, "cpu_threads": 1, "batch_size": 16,
+                        "eval_steps": 5, "logging_steps": 1, "eval_batch_size": 64})
+    source = jobs.create_run(workspace, "demo12", cfg, enqueue=False).run_id
+    train = split.load_split_pairs(workspace, "demo12", "train")
+    neg = train[train["label"] == 0].iloc[0]
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({"query_id": neg.query_id, "doc_id": neg.doc_id,
+                                     "decision": "relabel", "label": 2}) + "\n")
+    rc, out = run_cli("relabel", "demo12", "--decisions", str(decisions), "--retrain", source,
+                      "--name", "demo12-clean", "--json", "--workspace", str(workspace.root))
+    assert rc == 0, out
+    rep = json.loads(out)
+    assert rep["name"] == "demo12-clean" and rep["relabelled"] == 1 and rep["run_id"]
+    with db.connect(workspace) as con:
+        assert con.execute("SELECT kind, parent_id FROM dataset_versions WHERE dataset_id = ?",
+                           [rep["dataset_id"]]).fetchone() == ("relabelled", ds.dataset_id)
+    run_id = rep["run_id"]
+    runs = jobs.list_runs(workspace).set_index("run_id")
+    assert runs.loc[run_id, "dataset"] == "demo12-clean"
+    run_dir = jobs.run_dir_of(workspace, run_id)
+    assert json.loads((run_dir / "config.json").read_text()) == cfg.to_json()
+    assert runs.loc[run_id, "status"] != runfiles.QUEUED  # launched by the command itself
+    exported = pd.read_json(run_dir / "data" / "train.jsonl", lines=True,
+                            dtype={"query_id": str, "doc_id": str}).set_index(
+                                ["query_id", "doc_id"])
+    assert exported.loc[(neg.query_id, neg.doc_id), "label"] == 2  # the cleaned label
+    status = jobs.wait_for(workspace, run_id, timeout_s=300)
+    assert status["state"] == runfiles.FINISHED, status.get("error")
+    assert (run_dir / runfiles.MODEL).is_dir()

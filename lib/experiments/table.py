@@ -83,15 +83,19 @@ def best_run(table: pd.DataFrame) -> pd.Series | None:
     return done.loc[done["best_ndcg10"].idxmax()]
 
 
-def retrain_pairs(ws: Workspace) -> pd.DataFrame:
+def retrain_pairs(ws: Workspace, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each run retrained on a cleaned-label version beside the run it repeats: same config,
     same validation queries (the version copies the split). `validation_labels_changed` counts
     the cleaning's changes on those validation queries: when it is not 0, the two best NDCG@10
-    are measured against different judgments and should not be compared directly."""
+    are measured against different judgments and should not be compared directly.
+
+    `table`: the UNFILTERED `runs_table(ws)` the caller already built (the Experiments page
+    does), so one render queries the runs once and reads each run's lineage file once."""
     from lib.relabel import change_log, retrain_of
     from lib.training.jobs import run_dir_of
 
-    table = runs_table(ws)
+    table = runs_table(ws) if table is None else table
+    logs: dict[str, pd.DataFrame] = {}  # one change log per cleaned version
     cols = ["retrain_run", "original_run", "dataset", "original_dataset", "status",
             "original_status", "validation_queries", "original_ndcg10", "retrain_ndcg10",
             "delta_ndcg10", "validation_labels_changed"]
@@ -108,10 +112,13 @@ def retrain_pairs(ws: Workspace) -> pd.DataFrame:
         val_path = run_dir / "data" / "validation.jsonl"
         val_qids = (set(pd.read_json(val_path, lines=True, dtype={"query_id": str})["query_id"])
                     if val_path.is_file() else set())
-        try:
-            log = change_log(ws, str(run["dataset"]))
-        except (LookupError, ValueError):  # the version was deleted since
-            log = pd.DataFrame(columns=["query_id", "action"])
+        name = str(run["dataset"])
+        if name not in logs:
+            try:
+                logs[name] = change_log(ws, name)
+            except (LookupError, ValueError):  # the version was deleted since
+                logs[name] = pd.DataFrame(columns=["query_id", "action"])
+        log = logs[name]
         hits = log["query_id"].astype(str).isin(val_qids) & log["action"].isin(["relabel", "drop"])
         changed = int(hits.sum())
         rows.append({

@@ -276,16 +276,17 @@ class ProgressCallback(TrainerCallback):
         self.save_seconds += now - max(self._t_step_end, self._t_after_eval)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self._t_after_eval = time.perf_counter()
-        if not state.is_world_process_zero:
-            return
-        self.n_evals += 1
         dyn_s = None
-        if self.dynamics is not None and state.global_step > 0 and kwargs.get("model") is not None:
+        if (self.dynamics is not None and state.global_step > 0 and state.is_world_process_zero
+                and kwargs.get("model") is not None):
             # step 0 is the untrained start: its scores say nothing about the labels
             before = self.dynamics.seconds
             self.dynamics.record(kwargs["model"], state.global_step, state.epoch)
             dyn_s = round(self.dynamics.seconds - before, 2)
+        self._t_after_eval = time.perf_counter()  # after the dynamics: not counted as saving
+        if not state.is_world_process_zero:
+            return
+        self.n_evals += 1
         result = self.evaluator.last
         record = {
             "kind": "eval", "step": state.global_step, "epoch": _f(state.epoch),

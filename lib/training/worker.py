@@ -11,9 +11,7 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,7 @@ from lib.diskspace import is_disk_full
 from lib.training import baselines, diskfull, runfiles
 from lib.training.config import TrainConfig, is_oom, oom_suggestion, read_config
 from lib.training.threads import choose_threads
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from lib.workerproc import run_worker
 
 
 def _rank() -> int:
@@ -370,23 +367,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue from the run's last checkpoint")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir).resolve()
-    if not (run_dir / runfiles.CONFIG).is_file():
-        print(f"error: {run_dir / runfiles.CONFIG} does not exist", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lib.training.callbacks import StopFlag
 
-    flag = StopFlag(run_dir)
-    flag.install()
-    try:
-        train(run_dir, args.resume, flag)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
-        trace = traceback.format_exc()
-        print(trace, file=sys.stderr, flush=True)
+    def failed(exc: BaseException, trace: str) -> None:
         if _rank() == 0:
             report_failure(run_dir, exc, trace)
-        return EXIT_FAILED
-    return EXIT_OK
+
+    return run_worker(run_dir, runfiles.CONFIG, lambda flag: train(run_dir, args.resume, flag),
+                      failed)
 
 
 def report_failure(run_dir: Path, exc: BaseException, trace: str = "") -> dict[str, Any]:
