@@ -365,7 +365,8 @@ def submit_run(ws: Workspace, s: RaySettings, run_id: str, resume: bool) -> dict
         f.write(f"\n=== {runfiles.now_iso()} Ray job {sid} on {s.address}: {entry}\n".encode())
     try:
         c.submit_job(entrypoint=entry, submission_id=sid, entrypoint_num_gpus=n_gpus,
-                     entrypoint_num_cpus=1,
+                     # under Ray Train the entrypoint only coordinates: its workers ask
+                     entrypoint_num_cpus=0 if cfg.ray_train_workers else 1,
                      runtime_env={"env_vars": job_env(ws, gpu_ids_hidden=n_gpus == 0)},
                      metadata={"reranker_studio_run": run_id})
     except (ConnectionError, OSError) as exc:
