@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lib.training.baselines as baselines
-from lib import datasets, db, split
+from lib import datasets, db, ray_backend, split
 from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
@@ -176,6 +176,36 @@ elif cfg is not None:
 
         st.code(yaml.safe_dump(cfg.to_json(), sort_keys=False), language="yaml")
 
+with st.expander("Ray cluster (optional): run training on other machines"):
+    ray_now = ray_backend.settings(ws)
+    st.caption(
+        "Runs go to the Ray cluster whose dashboard address you give (http://HEAD:8265) as Ray "
+        "jobs; its nodes must see this workspace's runs/ at the same path. Clusters without "
+        "token authentication are refused unless allowed below. The app never proxies the Ray "
+        "dashboard. See the README, 'Training on a Ray cluster'.")
+    if ray_now.source == "env":
+        st.info(f"Set by RERANKER_STUDIO_RAY_ADDRESS / --ray: {esc(ray_now.address)}")
+    ray_address = st.text_input("Dashboard address", value=ray_now.address or "",
+                                placeholder="http://10.0.0.5:8265 (empty: train here)")
+    ray_open = st.checkbox("Allow a cluster without token authentication (private network only)",
+                           value=ray_now.allow_unauthenticated)
+    rc = st.columns(3)
+    try:
+        if rc[0].button("Save cluster"):
+            ray_backend.save_settings(ws, ray_address.strip() or None, ray_open)
+            st.rerun()
+        if rc[1].button("Train here (clear)"):
+            ray_backend.save_settings(ws, None)
+            st.rerun()
+        if rc[2].button("Check cluster", disabled=not ray_now.address):
+            with st.spinner("Connecting, probing shared storage on every node..."):
+                report = ray_backend.check(ws)
+            st.success(f"{len(report['nodes'])} node(s), token authentication "
+                       f"{'on' if report['token_auth'] else 'OFF'}; every node sees "
+                       f"{esc(report['runs_dir'])}")
+    except ValueError as exc:
+        st.error(esc(exc))
+
 go_clicked = st.button("Launch", type="primary", disabled=cfg is None or not active_split,
                        help="Queued; starts at once when the device is free.")
 
@@ -298,14 +328,24 @@ def controls(state: str, status: dict) -> None:
         if c[0].button("Resume", help="Continue from the last checkpoint (weights, optimizer, "
                        "scheduler and step count)."):
             jobs.resume_run(ws, run_id)
-            jobs.tick(ws)
+            try:
+                jobs.tick(ws)
+            except ray_backend.RayBackendError:
+                pass  # kept queued; the live panel shows why
             st.rerun(scope="app")
 
 
 @st.fragment(run_every="2s" if any_live else None)
 def live_panel() -> None:
-    jobs.tick(ws)
+    try:
+        jobs.tick(ws)
+    except ray_backend.RayBackendError:
+        pass  # the queued run keeps the error in its status: shown below
     status = jobs.run_status(ws, run_id)
+    if status.get("state") == runfiles.QUEUED and status.get("submit_error"):
+        st.error("Not submitted to the Ray cluster: " + esc(status["submit_error"]))
+    if status.get("ray_unreachable"):
+        st.warning("Ray cluster not answering: " + esc(status["ray_unreachable"]))
     state = status.get("state", "unknown")
     if status.get("stopping"):
         state_label = f"stopping (waiting {status.get('stop_waited_s', 0):.0f} s)"

@@ -113,8 +113,9 @@ def _cfg(tiny_model, **over):
     return build_config({**TINY, "base_model": str(tiny_model), **over})
 
 
-def test_training_run_as_ray_job_finishes_and_loads(tmp_path, tiny_model, ray_head):
+def test_training_run_as_ray_job_finishes_and_loads(tmp_path, tiny_model, ray_head, monkeypatch):
     """`train --ray ADDRESS`: a Ray job with submission id = run id; the model loads plainly."""
+    monkeypatch.setenv(ray_backend.ENV_ADDRESS, "")  # --ray sets it: restored after the test
     ws = resolve_workspace(tmp_path / "ws")
     load_demo(ws)
     sets = {**TINY, "base_model": str(tiny_model), "epochs": 1, "batch_size": 8,
