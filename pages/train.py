@@ -177,34 +177,32 @@ elif cfg is not None:
         st.code(yaml.safe_dump(cfg.to_json(), sort_keys=False), language="yaml")
 
 with st.expander("Ray cluster (optional): run training on other machines"):
+    # Shown, not edited, here: whoever can open the app could otherwise send the workspace's
+    # training data and commands to any host. The server's shell sets it.
     ray_now = ray_backend.settings(ws)
+    if ray_now.address:
+        origin = ("--ray / RERANKER_STUDIO_RAY_ADDRESS" if ray_now.source == "env"
+                  else "the workspace setting")
+        open_ok = "; unauthenticated cluster allowed" if ray_now.allow_unauthenticated else ""
+        st.markdown(f"Runs go to the Ray cluster at `{esc(ray_now.address)}` as Ray jobs "
+                    f"(set by {origin}{open_ok}).")
+    else:
+        st.markdown("Runs train on this machine.")
     st.caption(
-        "Runs go to the Ray cluster whose dashboard address you give (http://HEAD:8265) as Ray "
-        "jobs; its nodes must see this workspace's runs/ at the same path. Clusters without "
-        "token authentication are refused unless allowed below. The app never proxies the Ray "
-        "dashboard. See the README, 'Training on a Ray cluster'.")
-    if ray_now.source == "env":
-        st.info(f"Set by RERANKER_STUDIO_RAY_ADDRESS / --ray: {esc(ray_now.address)}")
-    ray_address = st.text_input("Dashboard address", value=ray_now.address or "",
-                                placeholder="http://10.0.0.5:8265 (empty: train here)")
-    ray_open = st.checkbox("Allow a cluster without token authentication (private network only)",
-                           value=ray_now.allow_unauthenticated)
-    rc = st.columns(3)
-    try:
-        if rc[0].button("Save cluster"):
-            ray_backend.save_settings(ws, ray_address.strip() or None, ray_open)
-            st.rerun()
-        if rc[1].button("Train here (clear)"):
-            ray_backend.save_settings(ws, None)
-            st.rerun()
-        if rc[2].button("Check cluster", disabled=not ray_now.address):
+        "Set on the server: `reranker-studio ray set http://HEAD:8265` (or `--ray`, or "
+        "RERANKER_STUDIO_RAY_ADDRESS); `reranker-studio ray clear` to train here. The cluster's "
+        "nodes must see this workspace's runs/ at the same path; clusters without token "
+        "authentication are refused unless allowed. The app never proxies the Ray dashboard. "
+        "See the README, 'Training on a Ray cluster'.")
+    if ray_now.address and st.button("Check cluster"):
+        try:
             with st.spinner("Connecting, probing shared storage on every node..."):
                 report = ray_backend.check(ws)
             st.success(f"{len(report['nodes'])} node(s), token authentication "
                        f"{'on' if report['token_auth'] else 'OFF'}; every node sees "
                        f"{esc(report['runs_dir'])}")
-    except ValueError as exc:
-        st.error(esc(exc))
+        except ValueError as exc:
+            st.error(esc(exc))
 
 go_clicked = st.button("Launch", type="primary", disabled=cfg is None or not active_split,
                        help="Queued; starts at once when the device is free.")
