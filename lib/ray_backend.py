@@ -356,8 +356,8 @@ def submit_run(ws: Workspace, s: RaySettings, run_id: str, resume: bool) -> dict
     log = run_dir / runfiles.LOG
     entry = (f"cd {shlex.quote(str(_project_root()))} && {shlex.join(argv)} "
              f">> {shlex.quote(str(log))} 2>&1")
-    previous = runfiles.read_json(run_dir / runfiles.PID) or {}
-    n = int(previous.get("ray_attempt", 0)) + 1 if previous.get("launcher") == LAUNCHER else 1
+    # Ray keeps every submission id: a resubmission (resume) gets the next '-rN'
+    n = int(runfiles.read_status(run_dir).get("ray_submissions") or 0) + 1
     sid = run_id if n == 1 else f"{run_id}-r{n}"
     c = client(s.address)
     (run_dir / runfiles.STOP).unlink(missing_ok=True)
@@ -379,6 +379,7 @@ def submit_run(ws: Workspace, s: RaySettings, run_id: str, resume: bool) -> dict
     runfiles.write_json_atomic(run_dir / runfiles.PID, info)
     runfiles.update_status(run_dir, state=runfiles.STARTING, launched_at=runfiles.now_iso(),
                            gpus=[], error=None, log_tail=None, advice=None, submit_error=None,
+                           ray_submissions=n,
                            backend=f"ray job {sid} on {s.address}")
     return info
 

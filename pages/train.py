@@ -127,6 +127,11 @@ with st.expander("More settings"):
                                   help=FIELDS["max_train_pairs"].description)
     num_gpus = c[3].number_input("GPUs per run (0 = all visible)", 0, 64, base.num_gpus,
                                  key=k + "ng", help=FIELDS["num_gpus"].description)
+    ray_workers = 0
+    if ray_backend.configured(ws) is not None:  # DDP across the cluster's machines
+        ray_workers = st.number_input("Ray Train workers (0 = off)", 0, 1024,
+                                      base.ray_train_workers, key=k + "rtw",
+                                      help=FIELDS["ray_train_workers"].description)
     c = st.columns(4)
     cpu_threads = c[0].number_input("CPU threads (0 = auto)", 0, 1024, base.cpu_threads,
                                     key=k + "thr", help=FIELDS["cpu_threads"].description)
@@ -152,7 +157,8 @@ values = {
     "weight_decay": weight_decay, "gradient_accumulation": accum, "loss": loss,
     "pos_weight": pos_weight or None, "early_stopping_patience": patience or None, "seed": seed,
     "precision": precision, "device": device, "max_train_pairs": max_pairs or None,
-    "num_gpus": num_gpus, "cpu_threads": cpu_threads, "logging_steps": base.logging_steps,
+    "num_gpus": num_gpus, "ray_train_workers": ray_workers, "cpu_threads": cpu_threads,
+    "logging_steps": base.logging_steps,
     "cold_start": cold_start, "head_learning_rate": head_lr or None,
     "distill_teacher": teacher.strip() or None, "distill_epochs": distill_epochs,
     "distill_docs_per_query": distill_docs,

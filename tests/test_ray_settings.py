@@ -89,3 +89,15 @@ def test_job_env_carries_the_worker_settings_not_the_app_environment(workspace, 
     assert env["RERANKER_STUDIO_HOME"] == str(workspace.root)
     assert "CUDA_VISIBLE_DEVICES" not in env  # Ray sets it to the job's GPUs
     assert ray_backend.job_env(workspace, gpu_ids_hidden=True)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_ray_train_workers_need_a_cluster(workspace, monkeypatch):
+    from lib.bootstrap import load_demo
+    from lib.training import jobs
+    from lib.training.config import ConfigError
+
+    monkeypatch.delenv(ray_backend.ENV_ADDRESS, raising=False)
+    load_demo(workspace)
+    with pytest.raises(ConfigError, match="ray_train_workers: 2 needs a Ray cluster"):
+        jobs.create_run(workspace, "cranfield-demo", build_config({"ray_train_workers": 2}))
+    assert jobs.list_runs(workspace).empty

@@ -206,6 +206,13 @@ def create_run(
 ) -> CreatedRun:
     """Validate, export the split's train/validation pairs to files and queue the run."""
     validate_launch(cfg)
+    if cfg.ray_train_workers:
+        from lib import ray_backend
+
+        if ray_backend.configured(ws) is None:
+            raise ConfigError(f"ray_train_workers: {cfg.ray_train_workers} needs a Ray cluster "
+                              "(--ray ADDRESS, RERANKER_STUDIO_RAY_ADDRESS or `reranker-studio "
+                              "ray set`); use 0 to train on this machine")
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         sid = split_id or active_split_id(con, ds.dataset_id)
