@@ -255,7 +255,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
             runfiles.update_status(run_dir, distillation=distilled)
     dataset = build_train_dataset(train_df, cfg, max_label)
     fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
-                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
+                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log,
+                            world_size=world)
     if rank0:
         runfiles.update_status(run_dir, batching=fast.info)  # padding share, for the Train page
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
@@ -368,12 +369,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir).resolve()
 
+    def work(flag) -> None:
+        cfg = read_config(run_dir)
+        if cfg.ray_train_workers and "RANK" not in os.environ:
+            from lib.ray_backend import train_with_ray_train  # DDP across the Ray cluster
+
+            train_with_ray_train(run_dir, args.resume, cfg)
+        else:
+            train(run_dir, args.resume, flag)
+
     def failed(exc: BaseException, trace: str) -> None:
         if _rank() == 0:
             report_failure(run_dir, exc, trace)
 
-    return run_worker(run_dir, runfiles.CONFIG, lambda flag: train(run_dir, args.resume, flag),
-                      failed)
+    return run_worker(run_dir, runfiles.CONFIG, work, failed)
 
 
 def report_failure(run_dir: Path, exc: BaseException, trace: str = "") -> dict[str, Any]:
