@@ -47,7 +47,9 @@ with st.expander("Flags from a training run's dynamics", expanded=False):
                "optionally merged with an out-of-fold job's flags into one ranked list.")
     dyn_runs = noise_dynamics.runs_with_dynamics(ws)
     if not dyn_runs:
-        st.info("No run has recorded training dynamics yet.")
+        st.info("No run has recorded training dynamics yet: set 'Training dynamics pairs' "
+                "(e.g. 1000) under More settings on the Train page; it is off by default (on "
+                "a CPU it costs about one validation pass per validation).")
     else:
         d1, d2 = st.columns(2)
         dyn_run = d1.selectbox("Run", dyn_runs, key="noise_dyn_run")

@@ -150,6 +150,9 @@ with st.expander("More settings"):
     distill_docs = c[1].number_input("Sampled documents per query", 0, 1000,
                                      base.distill_docs_per_query, key=k + "ddq",
                                      help=FIELDS["distill_docs_per_query"].description)
+    dynamics = c[2].number_input("Training dynamics pairs (0 = off)", 0, 1_000_000,
+                                 base.dynamics_max_pairs, key=k + "dyn",
+                                 help=FIELDS["dynamics_max_pairs"].description)
 
 values = {
     "base_model": base_model.strip() or "default", "learning_rate": lr, "batch_size": batch,
@@ -161,7 +164,7 @@ values = {
     "logging_steps": base.logging_steps,
     "cold_start": cold_start, "head_learning_rate": head_lr or None,
     "distill_teacher": teacher.strip() or None, "distill_epochs": distill_epochs,
-    "distill_docs_per_query": distill_docs,
+    "distill_docs_per_query": distill_docs, "dynamics_max_pairs": dynamics,
 }
 cfg, problem = None, None
 try:

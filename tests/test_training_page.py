@@ -26,6 +26,10 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert "Checks have not been run" in at.warning[0].value
     at.number_input(key="CPU quick:lr").set_value(1e-4).run()
     assert any("outside the usual" in w.value for w in at.warning)
+    # training dynamics are opt-in (they cost a validation pass each time); the page sets them
+    assert at.number_input(key="CPU quick:dyn").value == 0
+    at.number_input(key="CPU quick:dyn").set_value(500).run()
+    assert any("dynamics_max_pairs: 500" in c.value for c in at.code)
     preset.set_value("Guide default").run()
     assert at.number_input(key="Guide default:ml").value == 512
     assert at.number_input(key="Guide default:lr").value == 3e-5
