@@ -16,6 +16,7 @@ import pytest
 
 from lib import db, review, split
 from lib.evaluation.store import list_evaluations, load_evaluation
+from lib.training import jobs
 from lib.workspace import resolve_workspace
 from tests.browser.conftest import AppServer, _free_port, wait_for_app
 from tests.browser.ui import click_until, fill, goto, idle, one_thread, select, select_value
@@ -184,6 +185,9 @@ def test_positives_only_data_mine_review_train_evaluate(page, tmp_path, tiny_mod
     finally:
         server.stop()
 
+    runs = jobs.list_runs(ws).set_index("run_id")
+    assert (runs.loc[run_id, "status"], runs.loc[run_id, "dataset"]) == ("finished", "pos-mined")
+    assert runs.loc[run_id, "train_pairs"] == train_queries + n_mined - 1  # reviewed rows
     saved = list_evaluations(ws)
     assert len(saved) == 1
     r = load_evaluation(ws, saved["eval_id"].iloc[0])
