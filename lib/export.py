@@ -314,7 +314,9 @@ class ExportedCrossEncoder:
         else:
             import openvino as ov
 
-            cfg = {"PERFORMANCE_HINT": "LATENCY"}
+            # f32 explicitly: on CPUs with avx512_bf16/AMX OpenVINO's default precision is bf16,
+            # which moved the fp32 export's scores by 2e-5 and would make its proof a bf16 one
+            cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
             if threads:
                 cfg["INFERENCE_NUM_THREADS"] = threads
             compiled = ov.Core().compile_model(str(self.file), "CPU", cfg)

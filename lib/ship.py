@@ -20,7 +20,15 @@ from pathlib import Path
 import pandas as pd
 
 from lib.export import FILE_NAMES, ExportedCrossEncoder, backend_of, check_format, export_model
-from lib.export_proof import DEFAULT_BATCH, DEFAULT_REPEATS, Proof, prove, recommend
+from lib.export_proof import (
+    DEFAULT_BATCH,
+    DEFAULT_MIN_SPEARMAN,
+    DEFAULT_REPEATS,
+    Proof,
+    prove,
+    recommend,
+    rejection,
+)
 from lib.workspace import Workspace, safe_name
 
 PROOF = "proof.json"
@@ -151,8 +159,9 @@ def list_proofs(target: Target) -> list[dict]:
     return out
 
 
-def proofs_table(proofs: list[dict], tolerance: float) -> pd.DataFrame:
-    pick = recommend(proofs, tolerance)
+def proofs_table(proofs: list[dict], tolerance: float,
+                 min_spearman: float = DEFAULT_MIN_SPEARMAN) -> pd.DataFrame:
+    pick = recommend(proofs, tolerance, min_spearman)
     rows = [{
         "format": p["format"], "recommended": bool(pick and pick["format"] == p["format"]),
         "NDCG@10 original": p["ndcg"]["original"], "NDCG@10 export": p["ndcg"]["export"],
@@ -161,6 +170,7 @@ def proofs_table(proofs: list[dict], tolerance: float) -> pd.DataFrame:
         "top-10 identical": p["top10_agreement"], "pairs/s original": p["pairs_per_s"]["original"],
         "pairs/s export": p["pairs_per_s"]["export"], "speedup": p["speedup"],
         "p50 ms (100 cand.)": p["latency_ms"]["p50"], "p95 ms": p["latency_ms"]["p95"],
+        "not recommended because": rejection(p, tolerance, min_spearman) or "",
     } for p in proofs]
     return pd.DataFrame(rows)
 

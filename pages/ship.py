@@ -6,7 +6,7 @@ import streamlit as st
 from lib import datasets
 from lib.evaluation.rankers import list_checkpoints
 from lib.export import FORMATS, MissingExtraError
-from lib.export_proof import DEFAULT_TOLERANCE, recommend
+from lib.export_proof import DEFAULT_MIN_SPEARMAN, DEFAULT_TOLERANCE, recommend
 from lib.ship import (
     card_section,
     export_and_prove,
@@ -53,6 +53,10 @@ except ValueError as exc:
 
 tolerance = st.number_input("Quality tolerance: NDCG@10 an export may lose", min_value=0.0,
                             max_value=1.0, value=DEFAULT_TOLERANCE, step=0.001, format="%.3f")
+min_spearman = st.number_input(
+    "Minimum Spearman correlation with the original's scores", min_value=0.0, max_value=1.0,
+    value=DEFAULT_MIN_SPEARMAN, step=0.005, format="%.3f",
+    help="Equal NDCG@10 on a few queries can hide a model that orders pairs differently.")
 
 # ---- Action --------------------------------------------------------------------------------------
 with st.form("export"):
@@ -74,9 +78,9 @@ proofs = list_proofs(target)
 if not proofs:
     st.info(f"No exports of {esc(target.label)} yet.")
     st.stop()
-pick = recommend(proofs, tolerance)
+pick = recommend(proofs, tolerance, min_spearman)
 st.subheader("Exports side by side")
-st.dataframe(proofs_table(proofs, tolerance), hide_index=True)
+st.dataframe(proofs_table(proofs, tolerance, min_spearman), hide_index=True)
 first = proofs[0]
 st.caption(f"Proof pairs: {esc(first['split'])} ({first['n_queries']} queries, "
            f"{first['n_pairs']} pairs). Speed: pairs/s at batch {first['batch_size']}; latency "
@@ -85,9 +89,10 @@ st.caption(f"Proof pairs: {esc(first['split'])} ({first['n_queries']} queries, "
 if pick:
     st.success(f"Recommended: **{esc(pick['format'])}**, {pick['speedup']:.2f}x the PyTorch "
                f"original's pairs/s with NDCG@10 {pick['ndcg']['delta']:+.4f} (tolerance "
-               f"{tolerance:.3f}).")
+               f"{tolerance:.3f}), Spearman {pick['spearman']:.3f}.")
 else:
-    st.warning("No export is both faster than the original and within the tolerance.")
+    st.warning("No export is faster than the original, within the NDCG@10 tolerance and at the "
+               "minimum Spearman: see 'not recommended because' in the table.")
 
 by_format = {p["format"]: p for p in proofs}
 default = list(by_format).index(pick["format"]) if pick else 0

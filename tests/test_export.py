@@ -19,7 +19,7 @@ from lib.export import (
     read_export,
     require,
 )
-from lib.export_proof import prove, recommend, top_k_agreement
+from lib.export_proof import prove, recommend, rejection, top_k_agreement
 
 PAIRS = [
     ("wing lift at low speed", "a simple method for computing the lift of a slender wing"),
@@ -142,9 +142,9 @@ def test_top10_agreement_is_about_order_not_just_membership():
     assert top_k_agreement(pairs, [3, 2, 1], [3, 1, 2], k=1) == 1.0  # same top 1
 
 
-def _proof(fmt, delta, pps, speedup):
+def _proof(fmt, delta, pps, speedup, spearman=0.999):
     return {"format": fmt, "ndcg": {"delta": delta}, "pairs_per_s": {"export": pps},
-            "speedup": speedup}
+            "speedup": speedup, "spearman": spearman}
 
 
 def test_recommend_fastest_within_tolerance():
@@ -154,6 +154,20 @@ def test_recommend_fastest_within_tolerance():
     assert recommend(proofs, tolerance=0.05)["format"] == "openvino-int8"
     assert recommend(proofs, tolerance=0.001)["format"] == "onnx"
     assert recommend([_proof("onnx", 0.0, 10, 0.9)]) is None  # slower than PyTorch: no pick
+
+
+def test_recommend_refuses_an_export_that_ranks_differently_despite_equal_ndcg():
+    """The bench's case: dynamic int8 gained NDCG@10 by luck with Spearman 0.939."""
+    proofs = [_proof("openvino", 0.0, 20, 1.3, spearman=1.0),
+              _proof("onnx-int8", +0.006, 25, 1.34, spearman=0.939)]
+    assert recommend(proofs)["format"] == "openvino"
+    assert rejection(proofs[1]) == "ranks differently: Spearman 0.939 < 0.980"
+    assert rejection(proofs[0]) is None
+    assert recommend(proofs, min_spearman=0.9)["format"] == "onnx-int8"
+    nan = _proof("onnx", 0.0, 30, 2.0, spearman=float("nan"))
+    assert recommend([nan]) is None and "Spearman nan" in rejection(nan)
+    assert rejection(_proof("x", -0.02, 1, 2.0)) == "loses 0.0200 NDCG@10 (tolerance 0.005)"
+    assert rejection(_proof("x", 0.0, 1, 0.9)) == "not faster than the original (0.90x)"
 
 
 # ---- a training run in a workspace: CLI, ranker spec, card, zip --------------------------------

@@ -32,17 +32,22 @@ def test_ship_page_exports_and_recommends(workspace, tiny_model):
     table = at.dataframe[0].value
     assert list(table["format"]) == ["onnx", "onnx-int8"]
     assert (run / "exports" / "onnx" / "proof.json").is_file()
-    # the pick follows the rule on the table's own numbers (fastest, within the tolerance)
-    ok = table[(table["Δ NDCG@10"] >= -0.005) & (table["speedup"] > 1.0)]
+    # the pick follows the rule on the table's own numbers (fastest, within the tolerance,
+    # ordering like the original); every other row says why it was not picked
+    ok = table[(table["Δ NDCG@10"] >= -0.005) & (table["speedup"] > 1.0)
+               & (table["Spearman"] >= 0.98)]
+    assert set(table.loc[table["not recommended because"] == "", "format"]) == set(ok["format"])
     if len(ok):
         best = ok.sort_values("pairs/s export").iloc[-1]["format"]
         assert list(table.loc[table["recommended"], "format"]) == [best]
         assert f"Recommended: **{escape_markdown(best)}**" in at.success[0].value
     else:
         assert not table["recommended"].any() and at.warning
-    # a tolerance of 1.0 accepts any quality: the pick is then the fastest faster one, if any
+    # tolerance 1.0 and Spearman 0 accept any quality: the pick is then the fastest faster one
     _by_label(at.number_input, "Quality tolerance: NDCG@10 an export may lose").set_value(
-        1.0).run()
+        1.0)
+    _by_label(at.number_input, "Minimum Spearman correlation with the original's scores"
+              ).set_value(0.0).run()
     faster = table[table["speedup"] > 1.0]
     if len(faster):
         best = faster.sort_values("pairs/s export").iloc[-1]["format"]
