@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: the pinned CPU wheel, so sentence-transformers does not pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,export]'
+	$(PY) -m pip install --quiet -e '.[test,export,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)

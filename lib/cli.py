@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ COMMAND_MODULES = [
     "lib.cli_mine",
     "lib.cli_export",
     "lib.cli_noise",
+    "lib.cli_ray",
 ]
 
 
@@ -36,6 +38,20 @@ def common_parser() -> argparse.ArgumentParser:
         "--workspace",
         default=argparse.SUPPRESS,
         help="workspace directory (default: $RERANKER_STUDIO_HOME or ./workspace)",
+    )
+    common.add_argument(
+        "--ray",
+        default=argparse.SUPPRESS,
+        metavar="ADDRESS",
+        help="run training (and large scoring) on the Ray cluster whose dashboard is ADDRESS, "
+        "e.g. http://HEAD:8265 (default: $RERANKER_STUDIO_RAY_ADDRESS, else the workspace's "
+        "`ray set` setting, else local)",
+    )
+    common.add_argument(
+        "--ray-allow-unauthenticated",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="submit to a Ray cluster without token authentication (private networks only)",
     )
     return common
 
@@ -74,10 +90,21 @@ def progress_printer(label: str, enabled: bool):
     return show
 
 
+def _apply_ray_options(args: argparse.Namespace) -> None:
+    """--ray / --ray-allow-unauthenticated for this command (and what it starts)."""
+    from lib import ray_backend
+
+    if getattr(args, "ray", None):
+        os.environ[ray_backend.ENV_ADDRESS] = args.ray
+    if getattr(args, "ray_allow_unauthenticated", False):
+        os.environ[ray_backend.ENV_ALLOW] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ws = resolve_workspace(getattr(args, "workspace", None))
+    _apply_ray_options(args)
     func: Callable[[argparse.Namespace, Workspace], int] = args.func
     try:
         return int(func(args, ws) or 0)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lib.training.baselines as baselines
-from lib import datasets, db, split
+from lib import datasets, db, ray_backend, split
 from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
@@ -127,6 +127,11 @@ with st.expander("More settings"):
                                   help=FIELDS["max_train_pairs"].description)
     num_gpus = c[3].number_input("GPUs per run (0 = all visible)", 0, 64, base.num_gpus,
                                  key=k + "ng", help=FIELDS["num_gpus"].description)
+    ray_workers = 0
+    if ray_backend.configured(ws) is not None:  # DDP across the cluster's machines
+        ray_workers = st.number_input("Ray Train workers (0 = off)", 0, 1024,
+                                      base.ray_train_workers, key=k + "rtw",
+                                      help=FIELDS["ray_train_workers"].description)
     c = st.columns(4)
     cpu_threads = c[0].number_input("CPU threads (0 = auto)", 0, 1024, base.cpu_threads,
                                     key=k + "thr", help=FIELDS["cpu_threads"].description)
@@ -152,7 +157,8 @@ values = {
     "weight_decay": weight_decay, "gradient_accumulation": accum, "loss": loss,
     "pos_weight": pos_weight or None, "early_stopping_patience": patience or None, "seed": seed,
     "precision": precision, "device": device, "max_train_pairs": max_pairs or None,
-    "num_gpus": num_gpus, "cpu_threads": cpu_threads, "logging_steps": base.logging_steps,
+    "num_gpus": num_gpus, "ray_train_workers": ray_workers, "cpu_threads": cpu_threads,
+    "logging_steps": base.logging_steps,
     "cold_start": cold_start, "head_learning_rate": head_lr or None,
     "distill_teacher": teacher.strip() or None, "distill_epochs": distill_epochs,
     "distill_docs_per_query": distill_docs,
@@ -175,6 +181,34 @@ elif cfg is not None:
         import yaml
 
         st.code(yaml.safe_dump(cfg.to_json(), sort_keys=False), language="yaml")
+
+with st.expander("Ray cluster (optional): run training on other machines"):
+    # Shown, not edited, here: whoever can open the app could otherwise send the workspace's
+    # training data and commands to any host. The server's shell sets it.
+    ray_now = ray_backend.settings(ws)
+    if ray_now.address:
+        origin = ("--ray / RERANKER_STUDIO_RAY_ADDRESS" if ray_now.source == "env"
+                  else "the workspace setting")
+        open_ok = "; unauthenticated cluster allowed" if ray_now.allow_unauthenticated else ""
+        st.markdown(f"Runs go to the Ray cluster at `{esc(ray_now.address)}` as Ray jobs "
+                    f"(set by {origin}{open_ok}).")
+    else:
+        st.markdown("Runs train on this machine.")
+    st.caption(
+        "Set on the server: `reranker-studio ray set http://HEAD:8265` (or `--ray`, or "
+        "RERANKER_STUDIO_RAY_ADDRESS); `reranker-studio ray clear` to train here. The cluster's "
+        "nodes must see this workspace's runs/ at the same path; clusters without token "
+        "authentication are refused unless allowed. The app never proxies the Ray dashboard. "
+        "See the README, 'Training on a Ray cluster'.")
+    if ray_now.address and st.button("Check cluster"):
+        try:
+            with st.spinner("Connecting, probing shared storage on every node..."):
+                report = ray_backend.check(ws)
+            st.success(f"{len(report['nodes'])} node(s), token authentication "
+                       f"{'on' if report['token_auth'] else 'OFF'}; every node sees "
+                       f"{esc(report['runs_dir'])}")
+        except ValueError as exc:
+            st.error(esc(exc))
 
 go_clicked = st.button("Launch", type="primary", disabled=cfg is None or not active_split,
                        help="Queued; starts at once when the device is free.")
@@ -298,14 +332,24 @@ def controls(state: str, status: dict) -> None:
         if c[0].button("Resume", help="Continue from the last checkpoint (weights, optimizer, "
                        "scheduler and step count)."):
             jobs.resume_run(ws, run_id)
-            jobs.tick(ws)
+            try:
+                jobs.tick(ws)
+            except ray_backend.RayBackendError:
+                pass  # kept queued; the live panel shows why
             st.rerun(scope="app")
 
 
 @st.fragment(run_every="2s" if any_live else None)
 def live_panel() -> None:
-    jobs.tick(ws)
+    try:
+        jobs.tick(ws)
+    except ray_backend.RayBackendError:
+        pass  # the queued run keeps the error in its status: shown below
     status = jobs.run_status(ws, run_id)
+    if status.get("state") == runfiles.QUEUED and status.get("submit_error"):
+        st.error("Not submitted to the Ray cluster: " + esc(status["submit_error"]))
+    if status.get("ray_unreachable"):
+        st.warning("Ray cluster not answering: " + esc(status["ray_unreachable"]))
     state = status.get("state", "unknown")
     if status.get("stopping"):
         state_label = f"stopping (waiting {status.get('stop_waited_s', 0):.0f} s)"

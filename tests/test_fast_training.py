@@ -84,6 +84,24 @@ def test_length_buckets_are_seeded_complete_and_cut_padding():
     assert not (np.all(np.diff(means) >= 0) or np.all(np.diff(means) <= 0))
 
 
+def test_ddp_ranks_get_as_many_full_batches_each():
+    """Under DDP the batches are dealt round-robin to the ranks: a short last batch or an odd
+    count gives ranks different work and the all-reduce hangs (seen with Ray Train, 2 workers)."""
+    lengths = np.random.default_rng(1).integers(20, 300, size=1003)
+    single = fastpath.LengthBucketBatchSampler(lengths, 16, seed=5).batches()
+    assert len(single) == 63 and min(len(b) for b in single) == 1003 - 62 * 16  # kept alone
+    for world in (2, 3, 4):
+        sampler = fastpath.LengthBucketBatchSampler(lengths, 16, seed=5, world_size=world)
+        batches = sampler.batches()
+        assert len(batches) == len(sampler) == 62 - 62 % world
+        assert {len(b) for b in batches} == {16}
+        shards = [batches[r::world] for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # every rank the same number of steps
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen))  # nothing twice; only the remainder is left out
+        assert len(seen) >= 1003 - 16 * world
+
+
 def _loss_pair(model, loss_name: str, dataset, store):
     cfg = build_config({"loss": loss_name})
     stock = build_loss(model, cfg)

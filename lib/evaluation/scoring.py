@@ -297,8 +297,14 @@ def score_cross_encoder(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressFn | None = None,
     label: str = "cross-encoder",
+    model_source: str | None = None,
+    head_seed: int | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
-    """Scores of every pair (max over windows when window_stride is set); cache used when ws."""
+    """Scores of every pair (max over windows when window_stride is set); cache used when ws.
+
+    With a Ray cluster configured and at least RERANKER_STUDIO_RAY_SCORING_MIN_PAIRS pairs to
+    score, a Ray Data job scores them with replicas loaded from `model_source` (the same
+    score_pairs on each), and the scores land in the same cache."""
     t0 = time.perf_counter()
     max_length = effective_max_length(model)
     windowing = windowing_key(window_stride)
@@ -330,8 +336,20 @@ def score_cross_encoder(
         eta.update(lo + len(scores))
 
     pairs = [(queries[first[h]], documents[first[h]]) for h in missing]
-    score_pairs(model, pairs, batch_size=batch_size, window_stride=window_stride,
-                max_length=max_length, on_chunk=on_chunk)
+    cluster = None
+    if model_source is not None and pairs:
+        from lib import ray_backend
+
+        cluster = ray_backend.scoring_settings(ws, len(pairs))
+    if cluster is not None:
+        scores = ray_backend.score_on_cluster(
+            ws, cluster, model_source, pairs, max_length=max_length, head_seed=head_seed,
+            batch_size=batch_size, window_stride=window_stride)
+        on_chunk(0, scores, len(pairs))
+        stats.note = f"{len(pairs)} pairs scored by a Ray Data job on {cluster.address}"
+    else:
+        score_pairs(model, pairs, batch_size=batch_size, window_stride=window_stride,
+                    max_length=max_length, on_chunk=on_chunk)
     if cache and pending:
         cache.store(pending, [known[h] for h in pending])
     stats.n_scored = len(missing)
@@ -660,6 +678,7 @@ def score_ranker(
             ws, model, fp, queries, documents,
             window_stride=window_stride, batch_size=batch_size, progress=progress,
             label=ranker.name,
+            model_source=None if ranker.export_format else str(ref.path), head_seed=seed,
         )
     if ranker.kind == BIENCODER:
         ref = ranker.model_ref

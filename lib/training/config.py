@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_gpus: int = Field(0, ge=0, le=64, description="GPUs for one run (0 = all visible); "
                           "more than one launches DDP through torchrun")
+    ray_train_workers: int = Field(
+        0, ge=0, le=1024, description="with a Ray cluster: DDP over this many Ray Train workers "
+        "(one GPU each, or CPU processes with gloo), across machines; 0 = off"
+    )
     max_train_pairs: int | None = Field(
         None, ge=1, description="train on at most this many pairs (whole queries, seeded)"
     )

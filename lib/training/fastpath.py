@@ -90,11 +90,15 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
     epoch, same batches: a resume skips exactly the batches already trained on."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0,
-                 drop_last: bool = False, bucket_width: int = PAD_MULTIPLE):
+                 drop_last: bool = False, bucket_width: int = PAD_MULTIPLE, world_size: int = 1):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.drop_last = drop_last
+        # Under DDP the batches are dealt out round-robin to the ranks: a short last batch, or a
+        # count not divisible by the world size, gives ranks different work and the gradient
+        # all-reduce waits forever. So then: full batches only, as many for every rank.
+        self.world_size = max(1, int(world_size))
+        self.drop_last = drop_last or self.world_size > 1
         self.bucket_width = max(1, int(bucket_width))
         self.epoch = 0
 
@@ -110,14 +114,16 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
                for i in range(0, len(ordered), self.batch_size)]
         if self.drop_last and out and len(out[-1]) < self.batch_size:
             out.pop()
-        return [out[i] for i in rng.permutation(len(out))]
+        out = [out[i] for i in rng.permutation(len(out))]
+        return out[:len(out) - len(out) % self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches()
 
     def __len__(self) -> int:
         n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return full - full % self.world_size
 
 
 def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -277,7 +283,7 @@ class FastPath:
 
 
 def prepare(model, dataset, run_dir: Path, *, batch_size: int, seed: int, pretokenize: bool,
-            bucketing: bool, log=print) -> FastPath:
+            bucketing: bool, log=print, world_size: int = 1) -> FastPath:
     """Tokenise the training rows once (cached in RUN_DIR/tokens), build the sampler and
     measure the padding share of our batches against random ones."""
     if not pretokenize:
@@ -289,7 +295,8 @@ def prepare(model, dataset, run_dir: Path, *, batch_size: int, seed: int, pretok
         return FastPath(None, None, {"pretokenized": False, "length_bucketing": False})
     lengths = store.row_lengths
     pair_lens = store.rows.lengths
-    sampler = LengthBucketBatchSampler(lengths, batch_size, seed=seed) if bucketing else None
+    sampler = (LengthBucketBatchSampler(lengths, batch_size, seed=seed, world_size=world_size)
+               if bucketing else None)
     ours = sampler.batches(0) if sampler else random_batches(len(lengths), batch_size, seed)
 
     def pair_batches(batches):

@@ -206,6 +206,13 @@ def create_run(
 ) -> CreatedRun:
     """Validate, export the split's train/validation pairs to files and queue the run."""
     validate_launch(cfg)
+    if cfg.ray_train_workers:
+        from lib import ray_backend
+
+        if ray_backend.configured(ws) is None:
+            raise ConfigError(f"ray_train_workers: {cfg.ray_train_workers} needs a Ray cluster "
+                              "(--ray ADDRESS, RERANKER_STUDIO_RAY_ADDRESS or `reranker-studio "
+                              "ray set`); use 0 to train on this machine")
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         sid = split_id or active_split_id(con, ds.dataset_id)
@@ -342,6 +349,10 @@ def refresh_run(run_dir: Path, stop_timeout_s: float | None = None) -> dict[str,
     if status.get("state") not in runfiles.ACTIVE:
         return status
     info = read_pid(run_dir)
+    if info and info.get("launcher") == "ray":  # a Ray job: the cluster says whether it lives
+        from lib import ray_backend
+
+        return ray_backend.refresh_run(run_dir, status, info, stop_timeout_s)
     if info is None and status.get("state") == runfiles.STARTING:
         if _age_s(status.get("launched_at")) < LAUNCH_GRACE_S:
             return status  # the launcher is writing pid.json right now
@@ -523,6 +534,9 @@ def tick(ws: Workspace) -> list[str]:
     """Refresh live runs, ingest their files, start queued runs on free devices.
     Returns the run ids started now."""
     started: list[str] = []
+    from lib import ray_backend
+
+    ray_settings = ray_backend.configured(ws)
     with _queue_lock(ws), db.connect(ws) as con:
         rows = con.execute(
             "SELECT run_id, status FROM runs WHERE status IN (?, ?, ?) "
@@ -544,6 +558,23 @@ def tick(ws: Workspace) -> list[str]:
                 cpu_busy = cpu_busy or not held
             elif state == runfiles.QUEUED:
                 queued.append(run_id)
+        if ray_settings is not None:  # the cluster places and queues the runs itself
+            for run_id in queued:
+                run_dir = ws.runs_dir / run_id
+                resume = bool(runfiles.read_status(run_dir).get("resume"))
+                try:
+                    ray_backend.submit_run(ws, ray_settings, run_id, resume)
+                except ConfigError as exc:
+                    runfiles.update_status(run_dir, state=runfiles.FAILED, error=str(exc))
+                    ingest_run(con, ws, run_id)
+                    continue
+                except ray_backend.RayBackendError as exc:
+                    runfiles.update_status(run_dir, submit_error=str(exc))  # still queued
+                    raise
+                con.execute("UPDATE runs SET queue_position = NULL WHERE run_id = ?", [run_id])
+                ingest_run(con, ws, run_id)
+                started.append(run_id)
+            return started
         for run_id in queued:  # strict FIFO: a run that does not fit yet blocks those behind it
             run_dir = ws.runs_dir / run_id
             try:
@@ -603,7 +634,14 @@ def run_status(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 
 def log_tail(ws: Workspace, run_id: str, lines: int = 40) -> str:
-    return runfiles.tail(_require_run(ws, run_id) / runfiles.LOG, lines)
+    """The worker's log; for a Ray run whose log file is empty, Ray's log of the job."""
+    run_dir = _require_run(ws, run_id)
+    info = read_pid(run_dir)
+    if info and info.get("launcher") == "ray":
+        from lib import ray_backend
+
+        return ray_backend.run_log_tail(run_dir, info, lines)
+    return runfiles.tail(run_dir / runfiles.LOG, lines)
 
 
 def zip_model(ws: Workspace, run_id: str) -> Path:

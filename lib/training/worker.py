@@ -258,7 +258,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
             runfiles.update_status(run_dir, distillation=distilled)
     dataset = build_train_dataset(train_df, cfg, max_label)
     fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
-                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log)
+                            pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log,
+                            world_size=world)
     if rank0:
         runfiles.update_status(run_dir, batching=fast.info)  # padding share, for the Train page
     evaluator = RankingEvaluator(val_df, batch_size=cfg.eval_batch_size)
@@ -370,7 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     flag = StopFlag(run_dir)
     flag.install()
     try:
-        train(run_dir, args.resume, flag)
+        cfg = read_config(run_dir)
+        if cfg.ray_train_workers and "RANK" not in os.environ:
+            from lib.ray_backend import train_with_ray_train  # DDP across the Ray cluster
+
+            train_with_ray_train(run_dir, args.resume, cfg)
+        else:
+            train(run_dir, args.resume, flag)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
         trace = traceback.format_exc()
         print(trace, file=sys.stderr, flush=True)
