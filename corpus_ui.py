@@ -17,7 +17,9 @@ def corpus_section(ws: Workspace) -> None:
     st.caption("A document collection to mine hard negatives from (Review page) and to retrieve "
                "top-k candidates from (Evaluate, CLI `--corpus`): JSON Lines with `doc_id` and "
                "`text`, optional `title`; or the documents of a dataset.")
-    with st.expander("Add a corpus"):
+    # keyed and tracked: an upload inside reruns the page, and an untracked expander whose place
+    # in the page shifted (the Ingest run above adds a progress slot) came back collapsed
+    with st.expander("Add a corpus", key="corpus_adder", on_change="rerun"):
         up = st.file_uploader("Corpus JSONL or .jsonl.gz", type=["jsonl", "gz", "json", "txt"],
                               key="corpus_upload")
         path = st.text_input("...or a path inside the workspace", key="corpus_path",

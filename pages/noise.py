@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from decision_ui import decision_buttons, pick_pairs
 from lib import datasets, noise, noise_dynamics, relabel
 from lib.models import app_model_spec
 from lib.textsafe import escape_markdown as esc
@@ -116,33 +117,25 @@ if carto is not None and not carto.empty:
                "variability) is 'hard to learn', where mislabelled pairs gather; top left is "
                "easy; the right-hand side is ambiguous. For pairs only the run scored, "
                "oof_score is the run's mean probability of relevance (not out of fold).")
-only_pending = st.toggle("Only pending", value=False, key="noise_only_pending")
-shown = table[table["decision"] == "pending"] if only_pending else table
-cols = ["flag_rank", "query_id", "doc_id", "label", "source", "oof_score", "rank_in_query",
-        "strength", *(["confidence", "variability"] if "confidence" in shown else []),
-        "reason", "decision", "new_label", "query", "document"]
-st.dataframe(shown[cols].head(500), hide_index=True, width="stretch")
-
-options = [f"{q} | {d}" for q, d in zip(shown["query_id"].head(500), shown["doc_id"].head(500),
-                                        strict=True)]
-picked = st.multiselect("Pick flagged pairs (query | doc)", options, key="noise_pick")
-keys = [tuple(p.split(" | ", 1)) for p in picked]
+keys = pick_pairs(table, ["flag_rank", "query_id", "doc_id", "label", "source", "oof_score",
+                          "rank_in_query", "strength",
+                          *(["confidence", "variability"] if "confidence" in table else []),
+                          "reason", "decision", "new_label", "query", "document"],
+                  key="noise", noun="flagged", order="strongest")
 b1, b2, b3, b4, b5 = st.columns(5)
 new_label = b2.number_input("New label", 0, 4, 0, key="noise_new_label")
-actions = [(b1, "Keep", "keep", "noise_keep"), (b3, "Relabel", "relabel", "noise_relabel"),
-           (b4, "Drop", "drop", "noise_drop"), (b5, "Ambiguous", "ambiguous", "noise_ambiguous")]
-for col, label, decision, key in actions:
-    if col.button(label, key=key, disabled=not keys):
-        try:
-            n = relabel.decide(ws, job_id, keys, decision,
-                               int(new_label) if decision == "relabel" else None)
-            st.session_state["noise_msg"] = f"{n} pairs: {decision}."
-        except ValueError as exc:
-            st.session_state["noise_msg"] = str(exc)
-        st.session_state.pop("noise_pick", None)
-        st.rerun()
-if msg := st.session_state.pop("noise_msg", None):
-    st.info(esc(msg))
+
+
+def _apply(picked: list[tuple[str, str]], decision: str) -> str:
+    label = int(st.session_state.get("noise_new_label", new_label))
+    n = relabel.decide(ws, job_id, picked, decision, label if decision == "relabel" else None)
+    return f"{n} pairs: {decision}."
+
+
+decision_buttons([(b1, "Keep", "keep", "noise_keep"), (b3, "Relabel", "relabel", "noise_relabel"),
+                  (b4, "Drop", "drop", "noise_drop"),
+                  (b5, "Ambiguous", "ambiguous", "noise_ambiguous")],
+                 keys, _apply, key="noise")
 
 st.subheader("One query")
 qids = list(dict.fromkeys(table["query_id"]))

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from decision_ui import decision_buttons, pick_pairs
 from lib import corpora, datasets, mining, review
 from lib.models import app_model_spec
 from lib.textsafe import escape_markdown as esc
@@ -78,35 +79,14 @@ for col, (label, key) in zip(st.columns(len(labels)), labels, strict=True):
     col.metric(label, f"{counts[key]:,}")
 
 table = review.review_table(ws, version)
-only_pending = st.toggle("Only pending", value=False, key="review_only_pending")
-shown = table[table["decision"] == "pending"] if only_pending else table
-st.dataframe(
-    shown[["query_id", "query", "doc_id", "rank", "score", "positive_score", "guard_score",
-           "suspicion", "decision", "document"]].head(500),
-    hide_index=True, width="stretch")
-if len(shown) > 500:
-    st.caption(f"The 500 most suspicious of {len(shown):,} shown.")
-
-options = [f"{q} | {d}" for q, d in zip(shown["query_id"].head(500), shown["doc_id"].head(500),
-                                        strict=True)]
-picked = st.multiselect("Pick mined pairs (query | doc)", options, key="review_pick")
-keys = [tuple(p.split(" | ", 1)) for p in picked]
-b1, b2, b3, b4 = st.columns(4)
-for col, (label, decision, key) in zip(
-        (b1, b2, b3, b4),
-        [("Accept", "accepted", "review_accept"), ("Drop", "dropped", "review_drop"),
-         ("Mark relevant", "relevant", "review_relevant"), ("Reset", "pending", "review_reset")],
-        strict=True):
-    if col.button(label, key=key, disabled=not keys):
-        try:
-            changed = review.decide(ws, version, keys, decision)  # type: ignore[arg-type]
-            st.session_state["review_msg"] = f"{changed} pairs set to {decision}."
-        except ValueError as exc:
-            st.session_state["review_msg"] = str(exc)
-        st.session_state.pop("review_pick", None)
-        st.rerun()
-if msg := st.session_state.pop("review_msg", None):
-    st.info(esc(msg))
+keys = pick_pairs(table, ["query_id", "query", "doc_id", "rank", "score", "positive_score",
+                          "guard_score", "suspicion", "decision", "document"],
+                  key="review", noun="mined", order="most suspicious")
+decision_buttons(
+    list(zip(st.columns(4), ["Accept", "Drop", "Mark relevant", "Reset"],
+             ["accepted", "dropped", "relevant", "pending"],
+             ["review_accept", "review_drop", "review_relevant", "review_reset"], strict=True)),
+    keys, lambda k, d: f"{review.decide(ws, version, k, d)} pairs set to {d}.", key="review")
 
 st.subheader("One query")
 qids = list(dict.fromkeys(table["query_id"]))

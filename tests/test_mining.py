@@ -102,6 +102,17 @@ def test_guard_drops_a_planted_false_negative(workspace, tmp_path):
     got = snapshot(workspace, guarded.name).query("query_id == 'q1'")
     assert "planted" not in set(got["doc_id"])
     assert guarded.dropped_by_guard >= 1 and len(got) == 1 + 3
+    # ...and keeps the true negatives: exactly the best-ranked 3 of the window it scores low
+    everything = mining.mine(workspace, "pos", mining.MineOptions(
+        corpus="aero", negatives=20, range_max=20, margin=None))
+    with db.connect(workspace) as con:
+        window = con.execute("SELECT m.doc_id, p.document FROM mined_pairs m JOIN pairs p ON "
+                             "p.dataset_id = m.dataset_id AND p.line = m.line WHERE "
+                             "m.dataset_id = ? AND m.query_id = 'q1' ORDER BY m.rank",
+                             [everything.dataset_id]).fetchall()
+    low = [d for d, text in window if guard(["heat transfer effect"], [text])[0] < 0.99]
+    assert "planted" not in low and len(low) >= 3
+    assert set(got.query("label == 0")["doc_id"]) == set(low[:3])
     with db.connect(workspace) as con:
         g = con.execute("SELECT max(guard_score) FROM mined_pairs WHERE dataset_id = ?",
                         [guarded.dataset_id]).fetchone()[0]
@@ -159,3 +170,59 @@ def test_deleting_the_version_leaves_the_parent(workspace, tmp_path):
         left = con.execute("SELECT count(*) FROM mined_pairs WHERE dataset_id = ?",
                            [r.dataset_id]).fetchone()[0]
     assert left == 0 and snapshot(workspace, "pos").equals(before)
+
+
+def _raw(workspace, dataset_id):
+    """Every stored row of a dataset (line, split hint included) and its datasets row."""
+    with db.connect(workspace) as con:
+        rows = con.execute("SELECT * FROM pairs WHERE dataset_id = ? ORDER BY line",
+                           [dataset_id]).df()
+        meta = con.execute("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id]).df()
+    return rows, meta
+
+
+SETTINGS = [  # (negatives, range_min, range_max, margin, sampling, random_share, seed)
+    (5, 0, 300, None, "top", 0.0, 1), (3, 0, 10, 0.05, "top", 0.0, 2),
+    (4, 1, 40, None, "random", 0.0, 3), (6, 2, 60, 0.2, "random", 0.5, 4),
+    (2, 0, 5, None, "top", 1.0, 5), (8, 5, 299, 0.01, "random", 0.25, 6),
+]
+
+
+@pytest.mark.parametrize("retriever", ["bm25", "biencoder"])
+def test_no_labelled_pair_is_ever_mined_and_the_parent_never_changes(workspace, tmp_path,
+                                                                     retriever):
+    """A property over many settings and seeds, both retrievers: no mined (query, doc) is one
+    the user labelled for that query (by doc_id or by text), every mined row is a training
+    query's negative, and the parent's stored rows stay row-for-row the same through mining
+    and review decisions."""
+    from lib import review
+
+    ds = build(workspace, tmp_path)
+    raw_before, meta_before = _raw(workspace, ds.dataset_id)
+    labelled = set(zip(raw_before["query_id"], raw_before["doc_id"], strict=True))
+    labelled_text = {(q, mining.text_hash(d)) for q, d in zip(
+        raw_before["query_id"], raw_before["document"], strict=True)}
+    train = {f"q{i}" for i in range(8)}
+    total = 0
+    for n, lo, hi, margin, sampling, share, seed in SETTINGS:
+        r = mining.mine(workspace, "pos", mining.MineOptions(
+            corpus="aero", retriever=retriever, negatives=n, range_min=lo, range_max=hi,
+            margin=margin, sampling=sampling, random_share=share, seed=seed))
+        rows, _ = _raw(workspace, r.dataset_id)
+        mined = rows[rows["line"] > raw_before["line"].max()]
+        assert len(mined) == r.mined > 0
+        total += len(mined)
+        for q, d, text, label in zip(mined["query_id"], mined["doc_id"], mined["document"],
+                                     mined["label"], strict=True):
+            assert (q, d) not in labelled, (retriever, n, lo, hi, q, d)
+            assert (q, mining.text_hash(text)) not in labelled_text, (retriever, q, d)
+            assert q in train and label == 0
+        assert not mined.duplicated(["query_id", "doc_id"]).any()
+        # the parent's rows, untouched: compared as stored, line numbers and split hints too
+        keys = list(zip(mined["query_id"][:3], mined["doc_id"][:3], strict=True))
+        review.decide(workspace, r.name, keys[:1], "dropped")
+        review.decide(workspace, r.name, keys[1:2], "relevant")
+        review.decide(workspace, r.name, keys[2:], "accepted")
+        raw_after, meta_after = _raw(workspace, ds.dataset_id)
+        assert raw_after.equals(raw_before) and meta_after.equals(meta_before)
+    assert total >= 60

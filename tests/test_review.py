@@ -62,6 +62,7 @@ def test_review_page_bulk_drop(workspace, mined):
     at.button(key="review_drop").click().run()
     assert not at.exception
     assert review.review_counts(workspace, mined.name)["dropped"] == 1
+    assert at.multiselect(key="review_pick").value == []  # decided: the pick is emptied
     assert any(m.label == "Dropped" and m.value == "1" for m in at.metric)
 
 
@@ -84,6 +85,19 @@ def test_data_page_adds_a_corpus_from_a_dataset(workspace, tmp_path):
     assert c.n_docs == 2
     assert (corpora.index_dir(workspace, c) / "bm25-v1" / "meta.json").is_file()
     assert any("tiny-docs" in str(df.value["name"].tolist()) for df in at.dataframe)
+
+
+def test_data_page_corpus_expander_keeps_its_state(workspace):
+    """An upload inside 'Add a corpus' reruns the page; an untracked expander whose place had
+    shifted (the ingest run adds a progress slot above it) came back collapsed in the browser,
+    hiding the file just chosen. Keyed and tracked, it opens from its state on every rerun."""
+    at = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60)
+    at.session_state["corpus_adder"] = True  # the user opened it
+    at.run()
+    at.run()
+    assert not at.exception
+    adder = next(e for e in at.expander if e.label == "Add a corpus")
+    assert adder.proto.expanded
 
 
 def test_review_page_mines_a_new_version(workspace, tmp_path):

@@ -58,3 +58,21 @@ def one_thread(page) -> None:
     """Train on one CPU thread: on a busy 2-core machine two threads are many times slower."""
     page.get_by_text("More settings", exact=True).click()
     fill(page, "CPU threads (0 = auto)", "1")
+
+
+def click_until(page, button, expect, tries: int = 3, timeout: float = 60_000) -> None:
+    """Click `button` until `expect` shows. On a loaded machine a click can land while the
+    page is re-rendering and be lost; a second click is sent only when the first started no
+    script run (none in flight, nothing to show, the button still enabled), so an action
+    never runs twice."""
+    for attempt in range(tries):
+        idle(page)
+        button.click()
+        try:
+            expect.wait_for(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            idle(page, timeout)
+            if expect.is_visible() or attempt == tries - 1 or not button.is_enabled():
+                expect.wait_for(timeout=timeout)
+                return
