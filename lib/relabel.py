@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import db
+from lib import db, noise
 from lib.datasets import resolve_dataset
 from lib.mining import _version_name, copy_split
 from lib.split import active_split_id
@@ -233,8 +233,18 @@ def relabel_from_job(ws: Workspace, job_id: str, *, by: str | None = None,
 
 
 # ---- retraining on the cleaned version ----------------------------------------------------------
-def source_run(ws: Workspace, dataset: str) -> str | None:
-    """The newest finished run on `dataset` (its config is what a retrain copies)."""
+def source_run(ws: Workspace, dataset: str, job_id: str | None = None) -> str | None:
+    """The run whose config a retrain copies: the run a dynamics job's flags came from (the
+    cleaned version should be compared with exactly that run), else the newest finished run
+    on `dataset`."""
+    if job_id:
+        try:
+            opts = json.loads((noise.job_dir(ws, job_id) / noise.OPTIONS).read_text(
+                encoding="utf-8"))
+        except (OSError, ValueError):
+            opts = {}
+        if opts.get("source") == "dynamics" and opts.get("run_id"):
+            return str(opts["run_id"])
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         row = con.execute("SELECT run_id FROM runs WHERE dataset_id = ? AND status = 'finished' "

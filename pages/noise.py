@@ -165,7 +165,7 @@ version = st.session_state.get("noise_version")
 if version:
     st.markdown(f"**Change log of {esc(version)}**")
     st.dataframe(relabel.change_log(ws, version), hide_index=True, width="stretch")
-    source = relabel.source_run(ws, dataset_name)
+    source = relabel.source_run(ws, dataset_name, job_id)
     if source is None:
         st.info(f"No finished run on {esc(dataset_name)} to copy a config from: train the new "
                 "version on the Train page.")

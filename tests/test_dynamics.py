@@ -198,3 +198,21 @@ def test_cli_noise_from_run_and_the_page_scatter(dyn_run, monkeypatch):
         return len(arr)
 
     assert sum(points(t["x"]) for t in fig["data"]) == n  # every recorded pair is a point
+
+
+def test_a_retrain_from_dynamics_flags_copies_the_run_they_came_from(workspace):
+    """Not the newest finished run on the dataset: the cleaned version is compared with the run
+    whose dynamics flagged the pairs."""
+    from lib import relabel
+    from lib.bootstrap import load_demo
+    from lib.training import runfiles
+
+    load_demo(workspace)
+    d = noise.job_dir(workspace, "noise-dyn")
+    d.mkdir(parents=True)
+    runfiles.write_json_atomic(d / noise.OPTIONS, {"source": "dynamics", "run_id": "run-older"})
+    assert relabel.source_run(workspace, "cranfield-demo", "noise-dyn") == "run-older"
+    # an out-of-fold job (or none) falls back to the newest finished run: none here
+    runfiles.write_json_atomic(d / noise.OPTIONS, {"folds": 2})
+    assert relabel.source_run(workspace, "cranfield-demo", "noise-dyn") is None
+    assert relabel.source_run(workspace, "cranfield-demo") is None
