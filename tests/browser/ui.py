@@ -32,13 +32,15 @@ def select(page, label: str, option: str | re.Pattern | int) -> str:
         combo.click()
         try:
             item.wait_for(timeout=4000)
+            text = item.inner_text()
+            # bounded: under load a list re-rendered by a rerun can keep detaching the option
+            # (seen for 60 s in a full-suite run); close it and open it again instead
+            item.click(timeout=10_000)
             break
         except PlaywrightTimeout:
             if attempt == 7:
                 raise
             page.keyboard.press("Escape")
-    text = item.inner_text()
-    item.click()
     idle(page)
     return text
 
