@@ -340,6 +340,25 @@ def job_gpus(cfg, resources: dict[str, float] | None) -> int:
     return (cfg.num_gpus or 1) if have else 0
 
 
+def ray_train_shortfall(cfg, resources: dict[str, float] | None) -> str | None:
+    """Why the cluster cannot place the run's Ray Train workers (1 CPU each, and 1 GPU each
+    when it trains on GPUs, as train_with_ray_train asks), or None. Ray Train would otherwise
+    wait for the resources forever and the run would sit 'starting'."""
+    workers = int(cfg.ray_train_workers or 0)
+    if not workers:
+        return None
+    have = resources or {}
+    use_gpu = cfg.device != "cpu" and have.get("GPU", 0) >= 1
+    short = [f"{workers} {kind}s (it has {have.get(kind, 0):g})"
+             for kind in (("CPU", "GPU") if use_gpu else ("CPU",))
+             if have.get(kind, 0) < workers]
+    if not short:
+        return None
+    return (f"ray_train_workers: {workers} needs {' and '.join(short)} on the Ray cluster "
+            "in total; lower ray_train_workers or add nodes. Nothing was submitted: the run "
+            "stays queued.")
+
+
 def submit_run(ws: Workspace, s: RaySettings, run_id: str, resume: bool) -> dict[str, Any]:
     """Submit a queued run as a Ray job (submission id = run id; '-rN' on a resume). Raises
     RayBackendError with the run untouched (still queued) when anything is wrong."""
@@ -351,6 +370,8 @@ def submit_run(ws: Workspace, s: RaySettings, run_id: str, resume: bool) -> dict
     cfg = read_config(run_dir)
     check_security(s)
     report = probe(s, ws, ws.runs_dir)
+    if why := ray_train_shortfall(cfg, report.get("resources")):
+        raise RayBackendError(why)
     n_gpus = job_gpus(cfg, report.get("resources"))
     argv = worker_command(run_dir, n_gpus, resume, python=cluster_python())
     log = run_dir / runfiles.LOG

@@ -201,6 +201,18 @@ def test_ray_train_two_cpu_workers_train_and_validate(ray_ws, tiny_model):
     assert np.isfinite(CrossEncoder(status["model_path"]).predict([("a", "b")])).all()
 
 
+def test_more_ray_train_workers_than_the_cluster_has_stay_queued_with_one_error(ray_ws,
+                                                                              tiny_model):
+    """The test head has 2 CPUs: 3 workers could never be placed (Ray Train would wait)."""
+    cfg = _cfg(tiny_model, ray_train_workers=3)
+    run_id = jobs.create_run(ray_ws, "cranfield-demo", cfg).run_id
+    with pytest.raises(ray_backend.RayBackendError, match=r"needs 3 CPUs \(it has 2\)"):
+        jobs.tick(ray_ws)
+    status = runfiles.read_status(jobs.run_dir_of(ray_ws, run_id))
+    assert status["state"] == "queued" and "lower ray_train_workers" in status["submit_error"]
+    assert not status.get("ray_submissions")  # nothing reached the cluster
+
+
 def test_ray_data_scoring_equals_local_scoring(ray_ws, tiny_model, monkeypatch):
     from lib.evaluation.scoring import cached_cross_encoder, score_cross_encoder
     from lib.models import resolve_model

@@ -81,6 +81,19 @@ def test_job_resources_per_run():
     assert ray_backend.job_gpus(build_config({"ray_train_workers": 4}), {"GPU": 8}) == 0
 
 
+def test_ray_train_workers_must_fit_the_cluster():
+    """More workers than the cluster has CPUs (or GPUs, when it trains on them) is refused
+    before submitting: Ray Train would wait for them forever."""
+    two = build_config({"ray_train_workers": 2, "device": "cpu"})
+    assert ray_backend.ray_train_shortfall(two, {"CPU": 2.0}) is None
+    why = ray_backend.ray_train_shortfall(two, {"CPU": 1.0, "GPU": 4.0})
+    assert why.startswith("ray_train_workers: 2 needs 2 CPUs (it has 1)") and "queued" in why
+    on_gpus = build_config({"ray_train_workers": 4})  # device auto: GPUs when the cluster has
+    assert ray_backend.ray_train_shortfall(on_gpus, {"CPU": 64.0, "GPU": 4.0}) is None
+    assert "4 GPUs (it has 2)" in ray_backend.ray_train_shortfall(on_gpus, {"CPU": 64, "GPU": 2})
+    assert ray_backend.ray_train_shortfall(build_config({}), {}) is None  # no Ray Train
+
+
 def test_job_env_carries_the_worker_settings_not_the_app_environment(workspace, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-ship")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
