@@ -75,3 +75,16 @@ def wait_until(pred, timeout: float = 90.0, every: float = 0.2):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting")
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """The CLI in this process: its exit code and what it printed to stdout."""
+    import contextlib
+    import io
+
+    from lib import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli.main(list(argv))
+    return rc, out.getvalue()

@@ -2,24 +2,15 @@
 from a run, merged with out-of-fold flags, the CLI and the Noise page's scatter."""
 
 import base64
-import contextlib
-import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib import cli, dynamics, noise, noise_dynamics
+from lib import dynamics, noise, noise_dynamics
+from lib.testing import run_cli
 from lib.training import jobs, runfiles
-
-
-def run_cli(*argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(list(argv))
-    return rc, out.getvalue()
-
 
 # ---- hand-computed ------------------------------------------------------------------------------
 PAIRS = pd.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["a", "b", "c", "d"],

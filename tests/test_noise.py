@@ -1,16 +1,15 @@
 """Label-noise finder: flags from out-of-fold scores, the detached job, relabelled versions."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib import cli, db, noise, relabel, split
+from lib import db, noise, relabel, split
 from lib.demo_data import DEMO_DATASET_PATH
 from lib.ingest import ingest_file
+from lib.testing import run_cli
 from lib.training import runfiles
 
 
@@ -27,13 +26,6 @@ def demo_subset(workspace, tmp_path, n_queries: int = 12, name: str = "demo12",
     ds = ingest_file(workspace, path, name)
     split.make_split(workspace, name, val_frac=0.0)
     return ds, sub
-
-
-def run_cli(*argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(list(argv))
-    return rc, out.getvalue()
 
 
 # ---- flags (hand-computed) ----------------------------------------------------------------------

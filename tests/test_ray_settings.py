@@ -1,34 +1,26 @@
 """The Ray backend's choice and messages, without Ray or a cluster (runs everywhere)."""
 
 import builtins
-import contextlib
-import io
 import json
 
 import pytest
 
-from lib import cli, ray_backend
+from lib import ray_backend
+from lib.testing import run_cli
 from lib.training.config import build_config
-
-
-def _cli(*argv) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(list(argv))
-    return rc, out.getvalue()
 
 
 def test_address_comes_from_env_then_workspace_setting(workspace, monkeypatch):
     monkeypatch.delenv(ray_backend.ENV_ADDRESS, raising=False)
     assert ray_backend.configured(workspace) is None
-    rc, out = _cli("ray", "set", "10.0.0.5:8265", "--workspace", str(workspace.root), "--json")
+    rc, out = run_cli("ray", "set", "10.0.0.5:8265", "--workspace", str(workspace.root), "--json")
     assert rc == 0 and json.loads(out) == {"address": "http://10.0.0.5:8265",
                                            "source": "workspace", "allow_unauthenticated": False}
     monkeypatch.setenv(ray_backend.ENV_ADDRESS, "https://ray.internal:443/")
     s = ray_backend.settings(workspace)
     assert (s.address, s.source) == ("https://ray.internal:443", "env")
     monkeypatch.delenv(ray_backend.ENV_ADDRESS)
-    rc, out = _cli("ray", "clear", "--workspace", str(workspace.root))
+    rc, out = run_cli("ray", "clear", "--workspace", str(workspace.root))
     assert "no Ray cluster" in out and ray_backend.configured(workspace) is None
 
 
@@ -36,7 +28,7 @@ def test_global_ray_options_reach_the_command(workspace, monkeypatch):
     for name in (ray_backend.ENV_ADDRESS, ray_backend.ENV_ALLOW):  # restored after the test
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    rc, out = _cli("ray", "show", "--workspace", str(workspace.root), "--ray", "head:8265",
+    rc, out = run_cli("ray", "show", "--workspace", str(workspace.root), "--ray", "head:8265",
                    "--ray-allow-unauthenticated", "--json")
     assert json.loads(out) == {"address": "http://head:8265", "source": "env",
                                "allow_unauthenticated": True}
