@@ -34,7 +34,7 @@ import psutil  # noqa: E402
 
 from lib import cli, ray_backend  # noqa: E402
 from lib.bootstrap import load_demo  # noqa: E402
-from lib.testing import wait_until  # noqa: E402
+from lib.testing import run_cli, wait_until  # noqa: E402
 from lib.training import jobs, runfiles  # noqa: E402
 from lib.training.config import build_config  # noqa: E402
 from lib.workspace import resolve_workspace  # noqa: E402
@@ -124,10 +124,8 @@ def test_training_run_as_ray_job_finishes_and_loads(tmp_path, tiny_model, ray_he
             "cranfield-demo", "--json"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(argv)
-    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    rc, out = run_cli(*argv)
+    result = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and result["status"] == "finished", result
     run_dir = jobs.run_dir_of(ws, result["run_id"])
     assert ray_backend.check_security(ray_backend.RaySettings(ray_head)) == "token"

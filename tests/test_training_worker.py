@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from lib import cli, db
+from lib import db
 from lib.bootstrap import load_demo
-from lib.testing import wait_until
+from lib.testing import run_cli, wait_until
 from lib.training import jobs, runfiles
 from lib.training.callbacks import StopFlag
 from lib.training.config import build_config
@@ -32,13 +32,8 @@ def trained(tmp_path_factory, tiny_model):
     argv = ["train", "--workspace", str(ws.root), "--dataset", "cranfield-demo", "--json"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(argv)
-    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    rc, out = run_cli(*argv)
+    result = json.loads(out.strip().splitlines()[-1])
     return ws, rc, result
 
 
