@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lib.training.baselines as baselines
-from lib import datasets, db, ray_backend, split
+from lib import corpora, datasets, db, ray_backend, split
 from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
@@ -153,6 +153,19 @@ with st.expander("More settings"):
     dynamics = c[2].number_input("Training dynamics pairs (0 = off)", 0, 1_000_000,
                                  base.dynamics_max_pairs, key=k + "dyn",
                                  help=FIELDS["dynamics_max_pairs"].description)
+    corpus_names = ["(none)", *corpora.list_corpora(ws)["name"].tolist()]
+    if base.distill_corpus and base.distill_corpus not in corpus_names:
+        corpus_names.append(base.distill_corpus)  # a preset's or CLI's value stays visible
+    distill_corpus = c[3].selectbox("Distillation corpus", corpus_names,
+                                    index=corpus_names.index(base.distill_corpus or "(none)"),
+                                    key=k + "dco", help=FIELDS["distill_corpus"].description)
+    c = st.columns(4)
+    distill_top_k = c[0].number_input("Corpus documents per query", 1, 1000,
+                                      base.distill_corpus_top_k, key=k + "dtk",
+                                      help=FIELDS["distill_corpus_top_k"].description)
+    distill_retriever = c[1].text_input("Corpus first stage", base.distill_corpus_retriever,
+                                        key=k + "dre",
+                                        help=FIELDS["distill_corpus_retriever"].description)
 
 values = {
     "base_model": base_model.strip() or "default", "learning_rate": lr, "batch_size": batch,
@@ -165,6 +178,9 @@ values = {
     "cold_start": cold_start, "head_learning_rate": head_lr or None,
     "distill_teacher": teacher.strip() or None, "distill_epochs": distill_epochs,
     "distill_docs_per_query": distill_docs, "dynamics_max_pairs": dynamics,
+    "distill_corpus": None if distill_corpus == "(none)" else distill_corpus,
+    "distill_corpus_top_k": distill_top_k,
+    "distill_corpus_retriever": distill_retriever.strip() or "bm25",
 }
 cfg, problem = None, None
 try:

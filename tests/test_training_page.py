@@ -5,6 +5,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from lib import corpora
 from lib.bootstrap import load_demo
 from lib.training import jobs
 
@@ -30,7 +31,18 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert at.number_input(key="CPU quick:dyn").value == 0
     at.number_input(key="CPU quick:dyn").set_value(500).run()
     assert any("dynamics_max_pairs: 500" in c.value for c in at.code)
-    preset.set_value("Guide default").run()
+    # a distillation corpus is picked from the workspace's corpora and reaches the config
+    corpus = at.selectbox(key="CPU quick:dco")
+    assert corpus.options == ["(none)"] and corpus.value == "(none)"
+    corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
+    at.run()
+    assert at.selectbox(key="CPU quick:dco").options == ["(none)", "demo-docs"]
+    at.text_input(key="CPU quick:teach").set_value("biencoder")
+    at.selectbox(key="CPU quick:dco").set_value("demo-docs")
+    at.number_input(key="CPU quick:dtk").set_value(30).run()
+    shown = next(c.value for c in at.code if "distill_corpus" in c.value)
+    assert "distill_corpus: demo-docs" in shown and "distill_corpus_top_k: 30" in shown
+    next(s for s in at.selectbox if s.label == "Preset").set_value("Guide default").run()
     assert at.number_input(key="Guide default:ml").value == 512
     assert at.number_input(key="Guide default:lr").value == 3e-5
     assert any(i.value == "No runs yet." for i in at.info)

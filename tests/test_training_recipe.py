@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from lib import corpora
 from lib.bootstrap import load_demo
 from lib.models import resolve_model
 from lib.training import jobs, runfiles
@@ -113,7 +114,9 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     load_demo(workspace)
     cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
                         "eval_steps": 50, "logging_steps": 2, "distill_teacher": "auto",
-                        "distill_epochs": 10, "distill_docs_per_query": 5})
+                        "distill_epochs": 10, "distill_docs_per_query": 5,
+                        "distill_corpus": "demo-docs", "distill_corpus_top_k": 4})
+    corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
     import torch
 
@@ -132,17 +135,74 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     assert start["recipe"]["cold_start"] and start["distillation"] == distilled
     steps = [r for r in records if r["kind"] == "distill"]
     assert len(steps) >= 3
-    # the teacher saw training queries only, each with its candidates plus 5 sampled documents
+    # the teacher saw training queries only, each with its candidates, its top corpus documents
+    # (not labelled for it) and 5 sampled documents
     scores = [json.loads(line) for line in
               (created.run_dir / "distill" / "teacher_scores.jsonl").read_text().splitlines()]
     train_qids = {json.loads(line)["query_id"] for line in
                   (created.run_dir / "data" / "train.jsonl").read_text().splitlines()}
     assert {s["query_id"] for s in scores} == train_qids
-    assert len(scores) == distilled["pairs"] == created.train_pairs + 5 * len(train_qids)
+    n_corpus = len((created.run_dir / "data" / "distill_corpus.jsonl").read_text().splitlines())
+    assert 0 < distilled["corpus_pairs"] == n_corpus <= 4 * len(train_qids)
+    assert len(scores) == distilled["pairs"] == created.train_pairs + n_corpus + \
+        5 * len(train_qids)
     assert np.isfinite([s["teacher_score"] for s in scores]).all()
     assert any(r["kind"] == "train" for r in records)  # then the label phase ran
     shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line
     assert "head learning rate 0.001" in shown and "from 'biencoder'" in shown
+    assert f"{n_corpus} of them corpus documents" in shown
+
+
+def test_distillation_corpus_adds_top_documents_of_training_queries_only(workspace, tiny_model):
+    """The launcher's corpus pairs: BM25's top-k for each training query, minus what is labelled
+    for that query and minus every document labelled for a held-out query; never a validation
+    query. An unknown corpus or a corpus without a teacher is refused before a run exists."""
+    from lib.first_stage import get_retriever
+    from lib.split import load_split_pairs
+    from lib.training.config import ConfigError
+
+    load_demo(workspace)
+    corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
+    cfg = build_config({**TINY, "base_model": str(tiny_model), "distill_teacher": "biencoder",
+                        "distill_corpus": "demo-docs", "distill_corpus_top_k": 10})
+    created = jobs.create_run(workspace, "cranfield-demo", cfg, enqueue=False)
+    found = [json.loads(line) for line in
+             (created.run_dir / "data" / "distill_corpus.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in
+             (created.run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    pairs = load_split_pairs(workspace, "cranfield-demo")
+    held = pairs[pairs["split"] != "train"]
+    labelled = {(r["query_id"], r["doc_id"]) for r in train}
+    assert found and {r["query_id"] for r in found} <= {r["query_id"] for r in train}
+    assert not {r["query_id"] for r in found} & set(held["query_id"])
+    assert not {(r["query_id"], r["doc_id"]) for r in found} & labelled
+    assert not {r["doc_id"] for r in found} & set(held["doc_id"])
+    assert not {r["document"] for r in found} & set(held["document"])
+    meta = json.loads((created.run_dir / "data" / "meta.json").read_text())
+    assert meta["distill_corpus"] == {"corpus": "demo-docs", "retriever": "bm25", "top_k": 10,
+                                      "pairs": len(found)}
+    # independently: one query's kept documents are exactly its BM25 top 10 minus the exclusions
+    qid = found[0]["query_id"]
+    query = next(r["query"] for r in train if r["query_id"] == qid)
+    corpus = corpora.get_corpus(workspace, "demo-docs")
+    pos, _ = get_retriever(workspace, corpus, "bm25").search([query], 10)
+    top = corpora.docs_at(workspace, corpus, pos[0]).set_index("pos").loc[pos[0]]
+    expect = [d for d, t in zip(top["doc_id"], top["text"], strict=True)
+              if (qid, d) not in labelled and d not in set(held["doc_id"])
+              and t not in set(held["document"])]
+    assert [r["doc_id"] for r in found if r["query_id"] == qid] == expect
+    assert [r["rank"] for r in found if r["query_id"] == qid] == sorted(
+        r["rank"] for r in found if r["query_id"] == qid)
+
+    runs_before = set(workspace.runs_dir.iterdir())
+    with pytest.raises(ConfigError, match="set distill_teacher too"):
+        jobs.create_run(workspace, "cranfield-demo", build_config(
+            {**TINY, "base_model": str(tiny_model), "distill_corpus": "demo-docs"}))
+    with pytest.raises(LookupError, match="no corpus 'nope'"):
+        jobs.create_run(workspace, "cranfield-demo", build_config(
+            {**TINY, "base_model": str(tiny_model), "distill_teacher": "biencoder",
+             "distill_corpus": "nope"}))
+    assert set(workspace.runs_dir.iterdir()) == runs_before
 
 
 def test_distillation_targets_are_standardised_within_each_query():

@@ -24,7 +24,7 @@ from lib.workspace import Workspace
 JUDGED_AT = 10
 
 
-def _retrieve(ws: Workspace, corpus, first_stage: str, queries: pd.Series, top_k: int,
+def retrieve(ws: Workspace, corpus, first_stage: str, queries: pd.Series, top_k: int,
               progress=None) -> pd.DataFrame:
     """query_id, doc_id, document, first_stage_score, rank (1-based) for each query's top-k."""
     if first_stage.lower().startswith(RUN_PREFIX):
@@ -66,7 +66,7 @@ def corpus_candidates(ws: Workspace, es: EvalSet, corpus_name: str, first_stage:
     corpus = get_corpus(ws, corpus_name)
     judged = es.pairs
     queries = judged.groupby("query_id")["query"].first()
-    cand = _retrieve(ws, corpus, first_stage, queries, top_k, progress)
+    cand = retrieve(ws, corpus, first_stage, queries, top_k, progress)
     by_id = {(q, d): lab for q, d, lab in zip(judged["query_id"], judged["doc_id"],
                                               judged["label"], strict=True)}
     by_text = {(q, text_hash(t)): lab for q, t, lab in zip(

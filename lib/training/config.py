@@ -101,6 +101,19 @@ class TrainConfig(BaseModel):
         "(e.g. 1000)"
     )
     distill_epochs: int = Field(1, ge=1, le=20, description="epochs of the distillation phase")
+    distill_corpus: str | None = Field(
+        None, description="a corpus (name or id) whose top documents for each training query "
+        "the teacher also scores: the hard, close candidates a deployed reranker sees; documents "
+        "labelled for validation or test queries are left out. Needs distill_teacher"
+    )
+    distill_corpus_top_k: int = Field(
+        20, ge=1, le=1000, description="documents retrieved from the distillation corpus per "
+        "training query (fewer when some are already labelled for it)"
+    )
+    distill_corpus_retriever: str = Field(
+        "bm25", description="first stage that retrieves from the distillation corpus: bm25, "
+        "biencoder or biencoder:MODEL"
+    )
     distill_docs_per_query: int = Field(
         10, ge=0, le=1000, description="training documents sampled per training query (seeded) "
         "on top of its own candidates, scored by the teacher"

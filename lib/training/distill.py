@@ -2,10 +2,11 @@
 
 Labels are few (a few thousand pairs); a teacher can score many more (query, document) pairs: each
 training query against its own candidates plus documents sampled (seeded) from the training split.
-Only the training split is ever exported to the run, so no validation or test query or document
-reaches the teacher. The teacher is the zero-shot bi-encoder (offline, cosine) or any
-cross-encoder. Its scores are cached in the run directory, so a resumed or repeated run does not
-score them again.
+Only the training split is exported to the run, so no validation or test query reaches the teacher;
+with a distillation corpus (lib.training.distill_corpus) the training queries' top corpus documents
+join them, minus any document labelled for a validation or test query. The teacher is the
+zero-shot bi-encoder (offline, cosine) or any cross-encoder. Its scores are cached in the run
+directory, so a resumed or repeated run does not score them again.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ SCORES_FILE = "teacher_scores.jsonl"
 INFO_FILE = "teacher.json"
 
 
-def distill_pairs(train: pd.DataFrame, docs_per_query: int, seed: int) -> pd.DataFrame:
-    """Each training query x (its own candidates + `docs_per_query` other training documents)."""
-    own = train[["query_id", "doc_id", "query", "document"]].drop_duplicates(["query_id", "doc_id"])
+def distill_pairs(train: pd.DataFrame, docs_per_query: int, seed: int,
+                  corpus: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each training query x (its own candidates + its `corpus` documents, when the run has a
+    distillation corpus + `docs_per_query` other training documents)."""
+    cols = ["query_id", "doc_id", "query", "document"]
+    own = train[cols]
+    if corpus is not None and len(corpus):
+        own = pd.concat([own, corpus[cols]], ignore_index=True)
+    own = own.drop_duplicates(["query_id", "doc_id"])
     if docs_per_query <= 0:
         return own.reset_index(drop=True)
     pool = train[["doc_id", "document"]].drop_duplicates("doc_id").reset_index(drop=True)
@@ -131,7 +138,10 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, teacher:
     from sentence_transformers.cross_encoder.losses import MSELoss
     from transformers import TrainerCallback
 
-    pairs = distill_pairs(train, cfg.distill_docs_per_query, cfg.seed)
+    from lib.training import distill_corpus
+
+    from_corpus = distill_corpus.read(run_dir / runfiles.DATA)
+    pairs = distill_pairs(train, cfg.distill_docs_per_query, cfg.seed, from_corpus)
     raw = teacher_scores(run_dir, pairs, teacher, device, log=log)
     targets = standardise(raw, pairs["query_id"])
     probe = pairs.sample(n=min(len(pairs), 256), random_state=cfg.seed)
@@ -165,6 +175,7 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, teacher:
     after = mse_against(model, probe, probe_targets, cfg.eval_batch_size)
     result = {"teacher": teacher, "pairs": len(pairs),
               "queries": int(pairs["query_id"].nunique()), "epochs": cfg.distill_epochs,
+              "corpus_pairs": 0 if from_corpus is None else len(from_corpus),
               "mse_before": round(before, 4), "mse_after": round(after, 4),
               "train_loss": output.metrics.get("train_loss"),
               "seconds": round(output.metrics.get("train_runtime", 0.0), 1)}

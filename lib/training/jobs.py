@@ -187,6 +187,9 @@ def run_dir_of(ws: Workspace, run_id: str) -> Path:
 def validate_launch(cfg: TrainConfig) -> None:
     """Everything that would fail at launch, checked before anything is written."""
     check_model(cfg)
+    if cfg.distill_corpus and not cfg.distill_teacher:
+        raise ConfigError(f"distill_corpus: {cfg.distill_corpus!r} is only used by a distillation "
+                          "phase: set distill_teacher too (e.g. 'biencoder' or 'auto')")
     gpus = visible_gpus()
     if cfg.device == "cuda" and not gpus:
         raise ConfigError("device: 'cuda' was chosen but no GPU is visible on this machine; "
@@ -236,6 +239,14 @@ def create_run(
     if cfg.max_train_pairs:
         train = subsample_queries(train, cfg.max_train_pairs, cfg.seed)
     warnings = config_warnings(cfg, n_train_all, extra_warnings, gpu_available=bool(visible_gpus()))
+    found, from_corpus = None, None
+    if cfg.distill_corpus:  # before anything is written: an unknown corpus is refused
+        from lib.training import distill_corpus
+
+        held_out = pairs[pairs["split"] != "train"][["doc_id", "document"]]
+        found = distill_corpus.corpus_pairs(ws, train, held_out, cfg.distill_corpus,
+                                            cfg.distill_corpus_retriever,
+                                            cfg.distill_corpus_top_k)
     run_id = new_run_id()
     run_dir = ws.runs_dir / run_id
     data_dir = run_dir / runfiles.DATA
@@ -243,13 +254,17 @@ def create_run(
     save_config(cfg, run_dir)
     train.to_json(data_dir / "train.jsonl", orient="records", lines=True, force_ascii=False)
     val.to_json(data_dir / "validation.jsonl", orient="records", lines=True, force_ascii=False)
+    if found is not None:
+        distill_corpus.write(found, data_dir)
+        from_corpus = {"corpus": cfg.distill_corpus, "retriever": cfg.distill_corpus_retriever,
+                       "top_k": cfg.distill_corpus_top_k, "pairs": len(found)}
     meta = {
         "dataset_id": ds.dataset_id, "dataset_name": ds.name, "split_id": sid,
         "label_scale": ds.label_scale, "max_label": int(ds.max_label),
         "train_pairs": len(train), "train_queries": int(train["query_id"].nunique()),
         "train_pairs_available": n_train_all,
         "validation_pairs": len(val), "validation_queries": int(val["query_id"].nunique()),
-        "warnings": warnings,
+        "warnings": warnings, "distill_corpus": from_corpus,
     }
     runfiles.write_json_atomic(data_dir / "meta.json", meta)
     runfiles.update_status(run_dir, state=runfiles.QUEUED, created_at=runfiles.now_iso(),

@@ -168,7 +168,9 @@ def recipe_summary(recipe: dict[str, Any], distillation: dict[str, Any] | None =
     """One line for the Train page from status.json's `recipe` (and `distillation`) records."""
     text = Recipe(**recipe).summary()
     if distillation:
-        text += (f"; distilled {distillation.get('pairs')} pairs from "
+        extra = (f", {distillation['corpus_pairs']} of them corpus documents"
+                 if distillation.get("corpus_pairs") else "")
+        text += (f"; distilled {distillation.get('pairs')} pairs{extra} from "
                  f"{distillation.get('teacher')!r} (MSE against the teacher "
                  f"{distillation.get('mse_before')} -> {distillation.get('mse_after')})")
     return text
