@@ -46,6 +46,22 @@ def get_dataset(ws: Workspace, id_or_name: str) -> Dataset:
         return resolve_dataset(con, id_or_name)
 
 
+def mined_from_corpus(con, dataset_id: str) -> str | None:
+    """The id of the corpus this dataset (or the version it was made from, e.g. a relabelled copy
+    of a mined version) was mined from; None for data that was never mined."""
+    seen: set[str] = set()
+    while dataset_id and dataset_id not in seen:
+        seen.add(dataset_id)
+        row = con.execute("SELECT parent_id, corpus_id FROM dataset_versions WHERE dataset_id = ?",
+                          [dataset_id]).fetchone()
+        if row is None:
+            return None
+        if row[1]:
+            return row[1]
+        dataset_id = row[0]
+    return None
+
+
 def list_datasets(ws: Workspace) -> pd.DataFrame:
     with db.connect(ws) as con:
         return con.execute(

@@ -153,12 +153,14 @@ with st.expander("More settings"):
     dynamics = c[2].number_input("Training dynamics pairs (0 = off)", 0, 1_000_000,
                                  base.dynamics_max_pairs, key=k + "dyn",
                                  help=FIELDS["dynamics_max_pairs"].description)
-    corpus_names = ["(none)", *corpora.list_corpora(ws)["name"].tolist()]
+    corpus_names = ["(none)", jobs.AUTO_CORPUS, *corpora.list_corpora(ws)["name"].tolist()]
     if base.distill_corpus and base.distill_corpus not in corpus_names:
         corpus_names.append(base.distill_corpus)  # a preset's or CLI's value stays visible
     distill_corpus = c[3].selectbox("Distillation corpus", corpus_names,
                                     index=corpus_names.index(base.distill_corpus or "(none)"),
-                                    key=k + "dco", help=FIELDS["distill_corpus"].description)
+                                    key=k + "dco", help=FIELDS["distill_corpus"].description,
+                                    format_func=lambda c: "auto (the corpus it was mined from)"
+                                    if c == jobs.AUTO_CORPUS else c)
     c = st.columns(4)
     distill_top_k = c[0].number_input("Corpus documents per query", 1, 1000,
                                       base.distill_corpus_top_k, key=k + "dtk",

@@ -226,3 +226,38 @@ def test_no_labelled_pair_is_ever_mined_and_the_parent_never_changes(workspace, 
         raw_after, meta_after = _raw(workspace, ds.dataset_id)
         assert raw_after.equals(raw_before) and meta_after.equals(meta_before)
     assert total >= 60
+
+
+def test_distil_preset_distils_on_the_corpus_the_version_was_mined_from(workspace, tmp_path,
+                                                                        tiny_model):
+    """distill_corpus 'auto' (the Distil preset): a mined version, and a relabelled copy of it,
+    bring their corpus's top documents for the training queries; data never mined brings none."""
+    from lib import relabel
+    from lib.training import jobs
+    from lib.training.config import PRESETS, build_config
+
+    build(workspace, tmp_path)
+    mined = mining.mine(workspace, "pos", mining.MineOptions(corpus="aero", negatives=2))
+    cfg = build_config({**PRESETS["Distil (CPU)"], "base_model": str(tiny_model),
+                        "max_length": 48})
+    assert cfg.distill_corpus == jobs.AUTO_CORPUS
+
+    def corpus_of(dataset):
+        created = jobs.create_run(workspace, dataset, cfg, enqueue=False)
+        meta = json.loads((created.run_dir / "data" / "meta.json").read_text())
+        path = created.run_dir / "data" / "distill_corpus.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] \
+            if path.exists() else None
+        return meta["distill_corpus"], rows
+
+    info, rows = corpus_of(mined.name)
+    assert info["corpus"] == "aero" and info["pairs"] == len(rows) > 0
+    assert {r["query_id"] for r in rows} <= {f"q{i}" for i in range(8)}  # training queries
+    copy = relabel.relabel(workspace, mined.name, [{"query_id": "q0", "doc_id": "p0",
+                                                    "decision": "relabel", "label": 2}])
+    info, _ = corpus_of(copy.name)
+    assert info["corpus"] == "aero"
+    assert corpus_of("pos") == (None, None)
+    no_teacher = cfg.model_copy(update={"distill_teacher": None})
+    created = jobs.create_run(workspace, mined.name, no_teacher, enqueue=False)  # auto: unused
+    assert not (created.run_dir / "data" / "distill_corpus.jsonl").exists()

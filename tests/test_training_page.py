@@ -33,10 +33,11 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert any("dynamics_max_pairs: 500" in c.value for c in at.code)
     # a distillation corpus is picked from the workspace's corpora and reaches the config
     corpus = at.selectbox(key="CPU quick:dco")
-    assert corpus.options == ["(none)"] and corpus.value == "(none)"
+    assert corpus.options == ["(none)", "auto (the corpus it was mined from)"]
+    assert corpus.value == "(none)"
     corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
     at.run()
-    assert at.selectbox(key="CPU quick:dco").options == ["(none)", "demo-docs"]
+    assert at.selectbox(key="CPU quick:dco").options[2:] == ["demo-docs"]
     at.text_input(key="CPU quick:teach").set_value("biencoder")
     at.selectbox(key="CPU quick:dco").set_value("demo-docs")
     at.number_input(key="CPU quick:dtk").set_value(30).run()

@@ -104,7 +104,8 @@ class TrainConfig(BaseModel):
     distill_corpus: str | None = Field(
         None, description="a corpus (name or id) whose top documents for each training query "
         "the teacher also scores: the hard, close candidates a deployed reranker sees; documents "
-        "labelled for validation or test queries are left out. Needs distill_teacher"
+        "labelled for validation or test queries are left out. 'auto': the corpus the dataset "
+        "was mined from, if it was (none otherwise). Used only with distill_teacher"
     )
     distill_corpus_top_k: int = Field(
         20, ge=1, le=1000, description="documents retrieved from the distillation corpus per "
@@ -156,7 +157,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 5e-5, "batch_size": 16, "epochs": 1, "eval_steps": 25,
         "max_length": 128, "max_train_pairs": 1200, "device": "cpu", "precision": "fp32",
         "logging_steps": 5, "distill_teacher": "biencoder", "distill_epochs": 1,
-        "distill_docs_per_query": 10,
+        "distill_docs_per_query": 10, "distill_corpus": "auto",
     },
 }
 PRESET_NOTES = {
@@ -173,7 +174,8 @@ PRESET_NOTES = {
     "validations without improvement.",
     "Distil (CPU)": "CPU quick, after a distillation phase: the cross-encoder first learns the "
     "zero-shot bi-encoder's scores on each training query's candidates plus 10 sampled training "
-    "documents (1 epoch, MSE), then fine-tunes on the labels. Set distill_teacher to a "
+    "documents (1 epoch, MSE) and, for a dataset mined from a corpus, its top 20 documents of "
+    "that corpus, then fine-tunes on the labels. Set distill_teacher to a "
     "cross-encoder path or hub id to distil a stronger reranker.",
 }
 

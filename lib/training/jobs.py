@@ -29,7 +29,8 @@ import pandas as pd
 import psutil
 
 from lib import db
-from lib.datasets import resolve_dataset
+from lib.corpora import resolve_corpus
+from lib.datasets import mined_from_corpus, resolve_dataset
 from lib.split import active_split_id, load_split_pairs
 from lib.training import runfiles
 from lib.training.config import (
@@ -44,6 +45,8 @@ from lib.training.config import (
 )
 from lib.training.ingest import ingest_run
 from lib.workspace import Workspace, safe_name
+
+AUTO_CORPUS = "auto"  # distill_corpus: the corpus the dataset was mined from
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 60.0
@@ -187,7 +190,7 @@ def run_dir_of(ws: Workspace, run_id: str) -> Path:
 def validate_launch(cfg: TrainConfig) -> None:
     """Everything that would fail at launch, checked before anything is written."""
     check_model(cfg)
-    if cfg.distill_corpus and not cfg.distill_teacher:
+    if cfg.distill_corpus not in (None, AUTO_CORPUS) and not cfg.distill_teacher:
         raise ConfigError(f"distill_corpus: {cfg.distill_corpus!r} is only used by a distillation "
                           "phase: set distill_teacher too (e.g. 'biencoder' or 'auto')")
     gpus = visible_gpus()
@@ -219,6 +222,10 @@ def create_run(
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         sid = split_id or active_split_id(con, ds.dataset_id)
+        corpus = cfg.distill_corpus if cfg.distill_teacher else None
+        if corpus == AUTO_CORPUS:
+            corpus_id = mined_from_corpus(con, ds.dataset_id)
+            corpus = resolve_corpus(con, corpus_id).name if corpus_id else None
     if sid is None:
         raise ValueError(f"dataset {ds.name!r} has no split yet: split it on the Data page or "
                          "with `reranker-studio split`")
@@ -240,11 +247,11 @@ def create_run(
         train = subsample_queries(train, cfg.max_train_pairs, cfg.seed)
     warnings = config_warnings(cfg, n_train_all, extra_warnings, gpu_available=bool(visible_gpus()))
     found, from_corpus = None, None
-    if cfg.distill_corpus:  # before anything is written: an unknown corpus is refused
+    if corpus:  # before anything is written: an unknown corpus is refused
         from lib.training import distill_corpus
 
         held_out = pairs[pairs["split"] != "train"][["doc_id", "document"]]
-        found = distill_corpus.corpus_pairs(ws, train, held_out, cfg.distill_corpus,
+        found = distill_corpus.corpus_pairs(ws, train, held_out, corpus,
                                             cfg.distill_corpus_retriever,
                                             cfg.distill_corpus_top_k)
     run_id = new_run_id()
@@ -256,7 +263,7 @@ def create_run(
     val.to_json(data_dir / "validation.jsonl", orient="records", lines=True, force_ascii=False)
     if found is not None:
         distill_corpus.write(found, data_dir)
-        from_corpus = {"corpus": cfg.distill_corpus, "retriever": cfg.distill_corpus_retriever,
+        from_corpus = {"corpus": corpus, "retriever": cfg.distill_corpus_retriever,
                        "top_k": cfg.distill_corpus_top_k, "pairs": len(found)}
     meta = {
         "dataset_id": ds.dataset_id, "dataset_name": ds.name, "split_id": sid,
