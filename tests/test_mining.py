@@ -261,3 +261,7 @@ def test_distil_preset_distils_on_the_corpus_the_version_was_mined_from(workspac
     no_teacher = cfg.model_copy(update={"distill_teacher": None})
     created = jobs.create_run(workspace, mined.name, no_teacher, enqueue=False)  # auto: unused
     assert not (created.run_dir / "data" / "distill_corpus.jsonl").exists()
+    corpora.delete_corpus(workspace, "aero")  # gone: the run is still made, and says so
+    created = jobs.create_run(workspace, mined.name, cfg, enqueue=False)
+    assert not (created.run_dir / "data" / "distill_corpus.jsonl").exists()
+    assert any("no longer in the workspace" in w for w in created.warnings)

@@ -25,7 +25,7 @@ JUDGED_AT = 10
 
 
 def retrieve(ws: Workspace, corpus, first_stage: str, queries: pd.Series, top_k: int,
-              progress=None) -> pd.DataFrame:
+             progress=None) -> pd.DataFrame:
     """query_id, doc_id, document, first_stage_score, rank (1-based) for each query's top-k."""
     if first_stage.lower().startswith(RUN_PREFIX):
         run = load_run_file(first_stage[len(RUN_PREFIX):])

@@ -29,7 +29,7 @@ import pandas as pd
 import psutil
 
 from lib import db
-from lib.corpora import resolve_corpus
+from lib.corpora import CorpusNotFoundError, resolve_corpus
 from lib.datasets import mined_from_corpus, resolve_dataset
 from lib.split import active_split_id, load_split_pairs
 from lib.training import runfiles
@@ -222,10 +222,16 @@ def create_run(
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         sid = split_id or active_split_id(con, ds.dataset_id)
-        corpus = cfg.distill_corpus if cfg.distill_teacher else None
+        corpus, corpus_note = cfg.distill_corpus if cfg.distill_teacher else None, None
         if corpus == AUTO_CORPUS:
             corpus_id = mined_from_corpus(con, ds.dataset_id)
-            corpus = resolve_corpus(con, corpus_id).name if corpus_id else None
+            try:
+                corpus = resolve_corpus(con, corpus_id).name if corpus_id else None
+            except CorpusNotFoundError:
+                corpus = None
+                corpus_note = (f"distill_corpus auto: the corpus {ds.name!r} was mined from "
+                               f"({corpus_id}) is no longer in the workspace, so the "
+                               "distillation phase uses no corpus documents")
     if sid is None:
         raise ValueError(f"dataset {ds.name!r} has no split yet: split it on the Data page or "
                          "with `reranker-studio split`")
@@ -246,6 +252,8 @@ def create_run(
     if cfg.max_train_pairs:
         train = subsample_queries(train, cfg.max_train_pairs, cfg.seed)
     warnings = config_warnings(cfg, n_train_all, extra_warnings, gpu_available=bool(visible_gpus()))
+    if corpus_note:
+        warnings.append(corpus_note)
     found, from_corpus = None, None
     if corpus:  # before anything is written: an unknown corpus is refused
         from lib.training import distill_corpus
