@@ -3,6 +3,7 @@ reported on test (or cross-validated), equal to the fusion math done by hand."""
 
 import json
 
+import numpy as np
 import pytest
 
 from lib import split
@@ -71,6 +72,48 @@ def test_weight_is_chosen_on_validation_and_reported_on_test(demo, tmp_path):
     in_sample = choose_weight(test, a_test, score_bm25(test)[0])[1]
     assert max(in_sample.values()) > want + 0.05
     assert "chosen on validation split" in res.to_json()["rankers"][0]["stats"]["note"]
+
+
+def test_retrieve_then_rerank_chooses_the_weight_on_validation_corpus_candidates(demo, tmp_path):
+    """The weight for a corpus evaluation is chosen on the validation queries' top-k from the
+    same corpus and first stage, not on their labelled pairs (a different task: on a
+    positives-only dataset those are all relevant)."""
+    from lib import corpora
+    from lib.evaluation.candidates import corpus_candidates
+
+    ws, ds = demo
+    corpora.corpus_from_dataset(ws, ds, name="demo-docs")
+    val_l = load_eval_set(ws, ds, "validation")
+    val = corpus_candidates(ws, val_l, "demo-docs", "bm25", 20).pairs
+    test = corpus_candidates(ws, load_eval_set(ws, ds, "test"), "demo-docs", "bm25", 20).pairs
+    assert (~val["judged"]).sum() > 0
+    # A orders the judged pairs perfectly but puts every unjudged candidate above them: perfect
+    # on labelled pairs, poor on the candidates a production reranker sees
+    run = tmp_path / "a.jsonl"
+    with open(run, "w", encoding="utf-8") as fh:
+        for p in (val, test):
+            for q, d, lab, j in zip(p["query_id"], p["doc_id"], p["label"], p["judged"],
+                                    strict=True):
+                fh.write(json.dumps({"query_id": q, "doc_id": d,
+                                     "score": float(lab) if j else 10.0}) + "\n")
+    res = evaluate(ws, EvaluationSpec(dataset=ds, model=f"fuse:run:{run}+bm25",
+                                      baselines=["bm25"], split="test", corpus="demo-docs",
+                                      first_stage="bm25", top_k=20, save=False))
+    fit = res.rankers[0]["stats"]["fusion"]
+
+    def a_scores(p):
+        return np.where(p["judged"], p["label"].to_numpy(float), 10.0)
+
+    expected_w = choose_weight(val, a_scores(val), score_bm25(val)[0])[0]
+    labelled = val_l.pairs
+    w_on_labelled = choose_weight(labelled, labelled["label"].to_numpy(float),
+                                  score_bm25(labelled)[0])[0]
+    assert fit["weight"] == expected_w and expected_w < 0.5 < w_on_labelled
+    assert "top-20 of corpus demo-docs by bm25" in fit["chosen_on"]
+    assert fit["chosen_on"].startswith("validation") and "test" in fit["reported_on"]
+    fused = fuse(a_scores(test), score_bm25(test)[0], test["query_id"], expected_w)
+    want = evaluate_rankings(test, fused, ("ndcg@10",)).means["ndcg@10"]
+    assert fit["estimate"] == pytest.approx(want)
 
 
 def test_without_a_test_split_the_weight_is_cross_validated(demo, tmp_path):

@@ -102,6 +102,19 @@ def score_fusion_plain(ws: Workspace | None, ranker: Ranker, pairs: pd.DataFrame
     return scores, stats
 
 
+def same_candidates(ws: Workspace, other, es, rel_threshold: int = 1):
+    """`other` (an EvalSet) with the candidates `es` was evaluated on: in retrieve-then-rerank,
+    the same corpus, first stage and k. A weight chosen on labelled pairs alone would be chosen
+    for another task (and on a positives-only dataset, on candidates that are all relevant)."""
+    if not es.first_stage:
+        return other
+    from lib.evaluation.candidates import corpus_candidates
+
+    fs = es.first_stage
+    return corpus_candidates(ws, other, fs["corpus_id"], fs["first_stage"], int(fs["top_k"]),
+                             rel_threshold)
+
+
 def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFAULT_FOLDS,
                       seed: int = 13, rel_threshold: int = 1,
                       **kw) -> tuple[np.ndarray, ScoreStats, fusion.FusionFit]:
@@ -114,6 +127,10 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
     pairs = es.pairs
     sa, sb = _score_parts(ws, ranker, pairs, **kw)
     context = {"dataset_id": es.dataset.dataset_id, "split_id": es.split_id}
+    if es.first_stage:  # the weight was fitted for reranking this first stage's top-k
+        context["candidates"] = {k: es.first_stage[k] for k in ("corpus", "first_stage", "top_k")}
+    else:
+        context["candidates"] = "labelled pairs"
     if ranker.fusion_weight is not None:
         w = ranker.fusion_weight
         fused = fusion.fuse(sa, sb, pairs["query_id"], w)
@@ -133,10 +150,15 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
             except ValueError:
                 val = None
         if val is not None:
+            val, where = same_candidates(ws, val, es, rel_threshold), ""
+            if es.first_stage:
+                fs = es.first_stage
+                where = f", top-{fs['top_k']} of corpus {fs['corpus']} by {fs['first_stage']}"
             va, vb = _score_parts(ws, ranker, val.pairs, **kw)
             fit, fused = fusion.fit_and_report(
                 val.pairs, va, vb, pairs, sa, sb, rel_threshold=rel_threshold,
-                chosen_label="validation split", reported_label=f"{es.split_label} split")
+                chosen_label=f"validation split{where}",
+                reported_label=f"{es.split_label} split{where}")
             context["chosen_split"] = "validation"
         else:
             fit, fused = fusion.cross_validate(pairs, sa, sb, k=k, seed=seed,
