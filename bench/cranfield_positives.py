@@ -3,6 +3,12 @@ abstracts as the corpus, BM25-mined negatives, a short fine-tune, then retrieve-
 evaluation (BM25 top-k from the corpus, unjudged = not relevant) of the checkpoint against BM25.
 
     python bench/cranfield_positives.py [--top-k 30] [--preset "CPU quick"] [--set KEY=VALUE]
+        [--fuse bm25] [--workspace DIR --run-id RUN]
+
+`--fuse B` also evaluates `fuse:checkpoint:RUN+B` (weight chosen on the validation queries' top-k
+from the corpus, reported on the test queries) against BM25, the bi-encoder and `fuse:biencoder+B`,
+the same fusion without fine-tuning. `--run-id` evaluates a finished run of `--workspace` again
+instead of mining and training.
 
 Uses the same lib functions and CLI as the app, in a fresh temporary workspace. The LAST line is
 a JSON object: mining counts, the training run, and the evaluation's metrics and verdict.
@@ -11,6 +17,8 @@ a JSON object: mining counts, the training run, and the evaluation's metrics and
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -34,22 +42,57 @@ def main() -> None:
                     help="rankers to compare with (default: bm25 and default, the untrained "
                     "start)")
     ap.add_argument("--workspace", help="default: a new temporary folder")
+    ap.add_argument("--fuse", action="append", default=[], metavar="B",
+                    help="also evaluate the checkpoint fused with this first stage")
+    ap.add_argument("--run-id", help="skip mining and training: evaluate this run of --workspace")
     args = ap.parse_args()
 
-    from lib import corpora, mining, split
-    from lib.cli import main as cli
-    from lib.demo_data import DEMO_DATASET_PATH, document_text, parse_documents
-    from lib.ingest import ingest_file
     from lib.workspace import resolve_workspace
 
     ws = resolve_workspace(args.workspace or tempfile.mkdtemp(prefix="cran-pos-"))
+    t0 = time.perf_counter()
+    if args.run_id:
+        if not args.workspace:
+            raise SystemExit("--run-id needs --workspace")
+        mined, trained = None, {"run_id": args.run_id}
+        dataset = _run_dataset(ws, args.run_id)
+    else:
+        mined = _mine(ws, args.raw)
+        dataset = mined.name
+        trained = _train(ws, dataset, args.preset, args.set)
+    run_id = trained["run_id"]
+    ev = _evaluate(ws, f"checkpoint:{run_id}", args.baseline or ["bm25", "default"], dataset,
+                   args.top_k)
+    (ws.root / "eval.json").write_text(json.dumps(ev))
+    result = {"mined": mined.to_json() if mined else None, "run_id": run_id,
+              "top_k": args.top_k,
+              "train": {k: trained.get(k) for k in ("best", "start", "train_samples_per_second",
+                                                    "global_step")},
+              "first_stage": ev.get("first_stage"), "metrics": ev.get("metrics"),
+              "verdicts": ev.get("verdicts")}
+    for b in args.fuse:
+        fe = _evaluate(ws, f"fuse:checkpoint:{run_id}+{b}",
+                       ["bm25", "biencoder", f"fuse:biencoder+{b}"], dataset, args.top_k)
+        result.setdefault("fused", {})[b] = {
+            "metrics": fe.get("metrics"), "verdicts": fe.get("verdicts"),
+            "fusion": [r["stats"].get("fusion") for r in fe.get("rankers", [])
+                       if r.get("stats", {}).get("fusion")]}
+    result["seconds"] = round(time.perf_counter() - t0)
+    result["workspace"] = str(ws.root)
+    print(json.dumps(result, default=str))
+
+
+def _mine(ws, raw: str):
+    from lib import corpora, mining, split
+    from lib.demo_data import DEMO_DATASET_PATH, document_text, parse_documents
+    from lib.ingest import ingest_file
+
     tmp = ws.root / "inputs"
     tmp.mkdir(exist_ok=True)
-    t0 = time.perf_counter()
     rows = [json.loads(line) for line in open(DEMO_DATASET_PATH, encoding="utf-8")]
     positives = [r for r in rows if r["label"] > 0]
     (tmp / "positives.jsonl").write_text("".join(json.dumps(r) + "\n" for r in positives))
-    docs = parse_documents(Path(args.raw) / "cran.all.1400")
+    docs = parse_documents(Path(raw) / "cran.all.1400")
     (tmp / "corpus.jsonl").write_text("".join(
         json.dumps({"doc_id": f"cran-d{int(i):04d}", "text": document_text(d)}) + "\n"
         for i, d in docs.items() if document_text(d)))
@@ -59,38 +102,46 @@ def main() -> None:
     mined = mining.mine(ws, "cran-pos", mining.MineOptions(corpus="cran-docs"))
     print(f"positives {len(positives)}, corpus {c.accepted} docs, mined {mined.to_json()}",
           file=sys.stderr, flush=True)
-    train_args = ["train", "--dataset", mined.name, "--preset", args.preset, "--workspace",
-                  str(ws.root), "--json"]
-    for kv in args.set:
-        train_args += ["--set", kv]
-    import contextlib
-    import io
+    return mined
+
+
+def _cli_json(argv: list[str]) -> tuple[int, str]:
+    from lib.cli import main as cli
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli(train_args)
+        rc = cli(argv)
+    return rc, buf.getvalue()
+
+
+def _train(ws, dataset: str, preset: str, settings: list[str]) -> dict:
+    argv = ["train", "--dataset", dataset, "--preset", preset, "--workspace", str(ws.root),
+            "--json"]
+    for kv in settings:
+        argv += ["--set", kv]
+    rc, out = _cli_json(argv)
     if rc != 0:
-        raise SystemExit(f"training failed (exit {rc}): {buf.getvalue()[-2000:]}")
-    trained = json.loads(buf.getvalue().strip().splitlines()[-1])
-    run_id = trained["run_id"]
+        raise SystemExit(f"training failed (exit {rc}): {out[-2000:]}")
+    trained = json.loads(out.strip().splitlines()[-1])
     print(json.dumps(trained), file=sys.stderr, flush=True)
-    out = ws.root / "eval.json"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        bases = [x for b in (args.baseline or ["bm25", "default"]) for x in ("--baseline", b)]
-        rc = cli(["evaluate", "--model", f"checkpoint:{run_id}", *bases, "--dataset",
-                  mined.name, "--split", "test", "--corpus", "cran-docs", "--first-stage",
-                  "bm25", "--top-k", str(args.top_k), "--workspace", str(ws.root), "--json"])
-    out.write_text(buf.getvalue())
-    ev = json.loads(buf.getvalue())
-    result = {"mined": mined.to_json(), "run_id": run_id, "top_k": args.top_k,
-              "train": {k: trained.get(k) for k in ("best", "start", "train_samples_per_second",
-                                                    "global_step")},
-              "first_stage": ev.get("first_stage"), "metrics": ev.get("metrics"),
-              "verdicts": ev.get("verdicts"), "seconds": round(time.perf_counter() - t0),
-              "workspace": str(ws.root)}
-    print(json.dumps(result, default=str))
+    return trained
 
+
+def _run_dataset(ws, run_id: str) -> str:
+    meta = json.loads((ws.root / "runs" / run_id / "data" / "meta.json").read_text(
+        encoding="utf-8"))
+    return meta["dataset_id"]
+
+
+def _evaluate(ws, model: str, baselines: list[str], dataset: str, top_k: int) -> dict:
+    bases = [x for b in baselines for x in ("--baseline", b)]
+    rc, out = _cli_json(["evaluate", "--model", model, *bases, "--dataset", dataset, "--split",
+                         "test", "--corpus", "cran-docs", "--first-stage", "bm25", "--top-k",
+                         str(top_k), "--workspace", str(ws.root), "--json"])
+    if rc != 0:
+        raise SystemExit(f"evaluation of {model} failed (exit {rc}): {out[-2000:]}")
+    print(f"{model}: {json.dumps(json.loads(out).get('metrics'))}", file=sys.stderr, flush=True)
+    return json.loads(out)
 
 if __name__ == "__main__":
     main()
