@@ -3,7 +3,8 @@
 The first N queries of the Cranfield demo (all their pairs), 5% of the pairs flipped (seeded:
 relevant -> 0, 0 -> 2). Reported per flip seed, in the same run:
   - baseline: the bundled bi-encoder's cosine, through the same within-query flag logic;
-  - finder: out-of-fold cross-encoders (lib.noise_worker.oof_scores, k folds grouped by query);
+  - finder: out-of-fold cross-encoders (lib.noise_worker.oof_scores, k folds grouped by query;
+    with --teacher biencoder each fold model first distils the bi-encoder on its training folds);
   - fused: per-query z-scores of both, 50/50 (the finder with the bi-encoder as a prior).
   - cartography (with --method cartography or both): ONE normal training run on the same noisy
     pairs (the real worker, in-process; validation on the next 10 demo queries, never flipped)
@@ -97,6 +98,9 @@ def main() -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--method", choices=("finder", "cartography", "both"), default="finder")
+    ap.add_argument("--teacher", help="finder: each fold model distils this teacher first "
+                    "(e.g. biencoder), as `reranker-studio noise --teacher`")
+    ap.add_argument("--cpu-threads", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=10,
                     help="cartography: validation (and dynamics) every N steps")
     args = ap.parse_args()
@@ -130,7 +134,8 @@ def main() -> int:
             sc = oof_scores(noisy, dict(folds=args.folds, base_model=args.model,
                                         learning_rate=args.lr, batch_size=16,
                                         epochs=args.epochs, max_length=args.max_length, seed=13,
-                                        device=args.device))
+                                        device=args.device, cpu_threads=args.cpu_threads,
+                                        distill_teacher=args.teacher))
             res["oof_seconds"] = round(time.time() - t)
             m = sc.merge(noisy[["query_id", "doc_id", "line", "cosine"]],
                          on=["query_id", "doc_id", "line"])

@@ -23,6 +23,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int)
     p.add_argument("--max-pairs", type=int, help="score at most this many pairs (whole queries)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--teacher", metavar="TEACHER",
+                   help="each fold model first distils this teacher on its training folds "
+                        "(the Distil recipe): 'biencoder' (offline) or a cross-encoder path/id")
     p.add_argument("--baseline", action="store_true",
                    help="also score the zero-shot bi-encoder (cosine), shown beside the flags")
     p.add_argument("--from-run", metavar="RUN_ID",
@@ -86,7 +89,8 @@ def cmd_noise(args, ws: Workspace) -> int:
                          "an out-of-fold job's)")
     opts = noise.NoiseOptions(folds=args.folds, quick=args.quick, base_model=args.model,
                               epochs=args.epochs, max_length=args.max_length,
-                              max_pairs=args.max_pairs, seed=args.seed, baseline=args.baseline)
+                              max_pairs=args.max_pairs, seed=args.seed, baseline=args.baseline,
+                              distill_teacher=args.teacher)
     job_id = noise.create_job(ws, args.dataset, opts)
     show = not args.json and sys.stderr.isatty()
     last = [None]

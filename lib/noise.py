@@ -56,6 +56,9 @@ class NoiseOptions:
     baseline: bool = False  # also score the zero-shot bi-encoder (cosine) for comparison
     cpu_threads: int = 0
     device: str = "auto"
+    # each fold model first learns this teacher's scores on its own training folds' pairs (the
+    # Distil recipe: 'biencoder', or a cross-encoder path/id); None: labels only
+    distill_teacher: str | None = None
 
     def validated(self) -> NoiseOptions:
         if not 2 <= self.folds <= 20:

@@ -37,13 +37,14 @@ def fold_config(opts: dict) -> TrainConfig:
         max_length=opts.get("max_length") or (128 if opts.get("quick") else 256),
         seed=opts["seed"], device=opts.get("device", "auto"),
         cpu_threads=opts.get("cpu_threads", 0), precision="auto",
+        distill_teacher=opts.get("distill_teacher") or None,
     )
 
 
 def train_fold(train: pd.DataFrame, cfg: TrainConfig, max_label: int, out_dir: Path, flag):
     """A cross-encoder trained in-process on `train` with the training worker's pieces (the
-    cold-start recipe, the loss, label scaling); no validation, no checkpoints: what matters is
-    only how it scores pairs it never saw."""
+    cold-start recipe, distillation when the options name a teacher, the loss, label scaling); no
+    validation, no checkpoints: what matters is only how it scores pairs it never saw."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from transformers import set_seed
@@ -70,8 +71,18 @@ def train_fold(train: pd.DataFrame, cfg: TrainConfig, max_label: int, out_dir: P
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
     model = load_cross_encoder(ref, max_length=max_length, device=device)
     recipe = cold.plan(cfg, ref, train["label"], max_label)
+    lr_mapping = cold.learning_rate_mapping(recipe)
+    if recipe.distill_teacher:  # only the training folds' queries reach the teacher
+        from lib.training.distill import run_distillation
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_distillation(model, train, cfg, out_dir, teacher=recipe.distill_teacher,
+                         device=device, precision=precision, learning_rate_mapping=lr_mapping,
+                         log=_log)
+        if flag.is_set():
+            raise Stopped()
     args = training_arguments(cfg, out_dir, precision, device, resume=False,
-                              learning_rate_mapping=cold.learning_rate_mapping(recipe))
+                              learning_rate_mapping=lr_mapping)
     args.eval_strategy = "no"
     args.save_strategy = "no"
     args.eval_on_start = False

@@ -32,10 +32,16 @@ with st.expander("Find likely label errors", expanded=False):
         folds = c2.number_input("Folds", 2, 10, 2, key="noise_folds")
         quick = c3.toggle("Quick (800 pairs, max length 128)", value=True, key="noise_quick")
         model = c4.text_input("Base model", value="default", key="noise_model")
+        teacher = st.selectbox(
+            "Fold models distil first", ["none", "biencoder"], key="noise_teacher",
+            help="biencoder: each fold model first learns the zero-shot bi-encoder's scores on "
+                 "its own training folds' pairs (the Distil recipe), then their labels. Other "
+                 "teachers: `reranker-studio noise --teacher`.")
         if st.button("Start", type="primary", key="noise_go"):
             try:
                 job = noise.create_job(ws, ds_name, noise.NoiseOptions(
-                    folds=int(folds), quick=bool(quick), base_model=app_model_spec(model, ws)))
+                    folds=int(folds), quick=bool(quick), base_model=app_model_spec(model, ws),
+                    distill_teacher=None if teacher == "none" else teacher))
                 st.session_state["noise_job"] = job
                 st.success(f"Started noise job {esc(job)}.")
             except (ValueError, LookupError, FileNotFoundError) as exc:

@@ -207,6 +207,39 @@ def test_cli_noise_runs_the_worker_and_prints_the_flags(workspace, tmp_path, tin
     assert len(ctx) == (train["query_id"] == q).sum()
 
 
+def test_distilled_fold_models_never_show_the_teacher_a_held_out_query(workspace, tmp_path,
+                                                                        tiny_model):
+    """With a teacher, each fold model distils it on its own training folds' pairs only (the
+    Distil recipe inside out-of-fold scoring), then trains on their labels."""
+    from lib.noise_worker import oof_scores
+    from lib.training.distill import DISTILL_DIR, SCORES_FILE
+
+    demo_subset(workspace, tmp_path, n_queries=6, val_queries=0)
+    pairs = split.load_split_pairs(workspace, "demo12")
+    folds = noise.assign_folds(pairs["query_id"], 2, 13)
+    pairs = pairs.assign(fold=pairs["query_id"].astype(str).map(folds))
+    opts = {"folds": 2, "base_model": str(tiny_model), "learning_rate": 1e-3, "batch_size": 16,
+            "epochs": 1, "max_length": 48, "seed": 13, "device": "cpu",
+            "distill_teacher": str(tiny_model)}
+    scored = oof_scores(pairs, opts, work_dir=tmp_path / "job")
+    assert len(scored) == len(pairs) and scored["oof_score"].notna().all()
+    for fold in (0, 1):
+        taught = pd.read_json(tmp_path / "job" / f"fold-{fold}" / DISTILL_DIR / SCORES_FILE,
+                              lines=True, dtype={"query_id": str, "doc_id": str})
+        held = set(pairs.loc[pairs["fold"] == fold, "query_id"])
+        own = set(pairs.loc[pairs["fold"] != fold, "query_id"])
+        assert set(taught["query_id"]) == own and not set(taught["query_id"]) & held
+        # each training query met its own candidates and documents sampled from the other
+        # training folds, never a held-out query's document
+        held_docs = set(pairs.loc[pairs["fold"] == fold, "doc_id"]) - set(
+            pairs.loc[pairs["fold"] != fold, "doc_id"])
+        assert len(taught) > (pairs["fold"] != fold).sum()
+        assert not set(taught["doc_id"]) & held_docs
+        lines = (tmp_path / "job" / f"fold-{fold}" / "progress.jsonl").read_text().splitlines()
+        end = [json.loads(x) for x in lines if '"distill_end"' in x][0]
+        assert end["pairs"] == len(taught) and end["teacher"] == str(tiny_model)
+
+
 @pytest.mark.slow
 def test_stop_ends_the_job_and_it_says_stopped(workspace, tmp_path, tiny_model):
     from lib.testing import wait_until
@@ -220,6 +253,23 @@ def test_stop_ends_the_job_and_it_says_stopped(workspace, tmp_path, tiny_model):
     assert status["state"] == "stopped"
     assert noise.list_jobs(workspace).loc[0, "status"] == "stopped"
     assert not (noise.job_dir(workspace, job) / noise.SCORES).exists()
+
+
+def test_page_starts_a_job_whose_fold_models_distil_the_chosen_teacher(workspace, tmp_path,
+                                                                       monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    demo_subset(workspace, tmp_path)
+    monkeypatch.setattr(noise, "launch_job", lambda ws, job_id: {})  # options only: no worker
+    root = noise.__file__.rsplit("/lib/", 1)[0]
+    at = AppTest.from_file(f"{root}/pages/noise.py", default_timeout=60).run()
+    assert at.selectbox(key="noise_teacher").value == "none"
+    at.selectbox(key="noise_teacher").set_value("biencoder").run()
+    at.button(key="noise_go").click().run()
+    assert not at.exception and not at.error
+    job = noise.list_jobs(workspace).loc[0, "job_id"]
+    opts = json.loads((noise.job_dir(workspace, job) / noise.OPTIONS).read_text())
+    assert opts["distill_teacher"] == "biencoder"
 
 
 # ---- the page -----------------------------------------------------------------------------------
