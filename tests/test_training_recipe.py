@@ -194,6 +194,17 @@ def test_distillation_corpus_adds_top_documents_of_training_queries_only(workspa
     assert [r["rank"] for r in found if r["query_id"] == qid] == sorted(
         r["rank"] for r in found if r["query_id"] == qid)
 
+    # teacher 'auto' on a base with a trained head distils nothing: no corpus retrieval either;
+    # with the cold-start recipe forced on, 'auto' distils the bi-encoder and the corpus is used
+    for cold_start, used in (("auto", False), ("on", True)):
+        run = jobs.create_run(workspace, "cranfield-demo", build_config(
+            {**TINY, "base_model": str(tiny_model), "distill_teacher": "auto",
+             "distill_corpus": "demo-docs", "distill_corpus_top_k": 10,
+             "cold_start": cold_start}), enqueue=False)
+        assert (run.run_dir / "data" / "distill_corpus.jsonl").is_file() == used
+        meta = json.loads((run.run_dir / "data" / "meta.json").read_text())
+        assert (meta["distill_corpus"] is not None) == used
+
     runs_before = set(workspace.runs_dir.iterdir())
     with pytest.raises(ConfigError, match="set distill_teacher too"):
         jobs.create_run(workspace, "cranfield-demo", build_config(

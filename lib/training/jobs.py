@@ -201,6 +201,19 @@ def validate_launch(cfg: TrainConfig) -> None:
         raise ConfigError(f"num_gpus: {cfg.num_gpus} asked for but only {len(gpus)} visible")
 
 
+def _will_distil(cfg: TrainConfig) -> bool:
+    if not cfg.distill_teacher or not cfg.distill_corpus:
+        return False
+    from lib.models import resolve_model
+    from lib.training.recipe import will_distil
+
+    try:
+        ref = resolve_model(cfg.base_model)
+    except Exception:  # noqa: BLE001 - the worker reports an unusable base; prepare the data
+        return True
+    return will_distil(cfg, ref)
+
+
 def create_run(
     ws: Workspace,
     dataset: str,
@@ -222,7 +235,7 @@ def create_run(
     with db.connect(ws) as con:
         ds = resolve_dataset(con, dataset)
         sid = split_id or active_split_id(con, ds.dataset_id)
-        corpus, corpus_note = cfg.distill_corpus if cfg.distill_teacher else None, None
+        corpus, corpus_note = cfg.distill_corpus if _will_distil(cfg) else None, None
         if corpus == AUTO_CORPUS:
             corpus_id = mined_from_corpus(con, ds.dataset_id)
             try:

@@ -126,6 +126,15 @@ def resolve_teacher(teacher: str | None, cold_start: bool) -> str | None:
     return BIENCODER_TEACHER if cold_start else None
 
 
+def will_distil(cfg: TrainConfig, ref: ModelRef) -> bool:
+    """Whether `plan` will give this config a teacher (`auto` distils into a new head only), so
+    the app prepares distillation data (corpus retrieval) only for runs that use it."""
+    if cfg.distill_teacher is None:
+        return False
+    new = cfg.cold_start == "on" or (cfg.cold_start == "auto" and head_is_new(ref))
+    return resolve_teacher(cfg.distill_teacher, new) is not None
+
+
 def plan(cfg: TrainConfig, ref: ModelRef, train_labels, max_label: int = 1) -> Recipe:
     """Decide the recipe from the config and the base checkpoint."""
     if cfg.cold_start == "off":
