@@ -60,13 +60,17 @@ def fuse(score_a, score_b, query_ids, weight: float,
 
 def per_query_curve(pairs: pd.DataFrame, score_a, score_b, grid=DEFAULT_GRID,
                     method: str = DEFAULT_NORMALISATION, metric: str = DEFAULT_METRIC,
-                    rel_threshold: int = 1) -> pd.DataFrame:
+                    rel_threshold: int = 1, extra_qrels: pd.DataFrame | None = None,
+                    ) -> pd.DataFrame:
     """Per query (rows, index query_id) the metric of the fusion at every grid weight (columns).
-    A query's value depends only on its own candidates, so any subset's mean is exact."""
+    A query's value depends only on its own candidates, so any subset's mean is exact.
+    `extra_qrels`: relevant documents that are not candidates (retrieve-then-rerank), counted
+    as every other evaluation counts them (lib.metrics.evaluate_rankings)."""
     cols = {}
     for w in grid:
         res = evaluate_rankings(pairs, fuse(score_a, score_b, pairs["query_id"], w, method),
-                                (metric,), rel_threshold, name=f"fuse-{w}")
+                                (metric,), rel_threshold, name=f"fuse-{w}",
+                                extra_qrels=extra_qrels)
         cols[float(w)] = res.per_query.set_index("query_id")[metric]
     return pd.DataFrame(cols)
 
@@ -85,10 +89,12 @@ def best_weight(curve: pd.DataFrame, queries=None) -> float:
 
 def choose_weight(pairs: pd.DataFrame, score_a, score_b, grid=DEFAULT_GRID,
                   method: str = DEFAULT_NORMALISATION, metric: str = DEFAULT_METRIC,
-                  rel_threshold: int = 1) -> tuple[float, dict[float, float]]:
+                  rel_threshold: int = 1, extra_qrels: pd.DataFrame | None = None,
+                  ) -> tuple[float, dict[float, float]]:
     """(best weight, mean metric per grid weight) on the queries of `pairs` (all of them are
     'seen': never report the returned weight's score on these queries)."""
-    curve = per_query_curve(pairs, score_a, score_b, grid, method, metric, rel_threshold)
+    curve = per_query_curve(pairs, score_a, score_b, grid, method, metric, rel_threshold,
+                            extra_qrels)
     return best_weight(curve), {float(w): float(v) for w, v in curve.mean(axis=0).items()}
 
 
@@ -124,17 +130,20 @@ def fit_and_report(choose_pairs: pd.DataFrame, choose_a, choose_b, report_pairs:
                    report_a, report_b, *, grid=DEFAULT_GRID,
                    method: str = DEFAULT_NORMALISATION, metric: str = DEFAULT_METRIC,
                    rel_threshold: int = 1, chosen_label: str = "validation split",
-                   reported_label: str = "test split") -> tuple[FusionFit, np.ndarray]:
-    """Weight chosen on one split, scored on another: (fit, fused scores of report_pairs)."""
+                   reported_label: str = "test split", choose_missed: pd.DataFrame | None = None,
+                   report_missed: pd.DataFrame | None = None) -> tuple[FusionFit, np.ndarray]:
+    """Weight chosen on one split, scored on another: (fit, fused scores of report_pairs).
+    `*_missed`: each split's relevant documents its candidates lack (extra_qrels)."""
     overlap = (set(choose_pairs["query_id"].astype(str))
                & set(report_pairs["query_id"].astype(str)))
     if overlap:
         raise ValueError(f"{len(overlap)} queries are in both the split that chooses the fusion "
                          "weight and the one it is reported on: the figure would be optimistic")
     w, curve = choose_weight(choose_pairs, choose_a, choose_b, grid, method, metric,
-                             rel_threshold)
+                             rel_threshold, choose_missed)
     fused = fuse(report_a, report_b, report_pairs["query_id"], w, method)
-    res = evaluate_rankings(report_pairs, fused, (metric,), rel_threshold)
+    res = evaluate_rankings(report_pairs, fused, (metric,), rel_threshold,
+                            extra_qrels=report_missed)
     fit = FusionFit(
         weight=w, normalisation=method, metric=metric,
         chosen_on=f"{chosen_label} ({choose_pairs['query_id'].nunique()} queries)",
@@ -158,14 +167,16 @@ def query_folds(query_ids, k: int = DEFAULT_FOLDS, seed: int = 13) -> dict[str, 
 def cross_validate(pairs: pd.DataFrame, score_a, score_b, *, k: int = DEFAULT_FOLDS,
                    seed: int = 13, grid=DEFAULT_GRID, method: str = DEFAULT_NORMALISATION,
                    metric: str = DEFAULT_METRIC, rel_threshold: int = 1,
-                   label: str = "this split") -> tuple[FusionFit, np.ndarray]:
+                   label: str = "this split", extra_qrels: pd.DataFrame | None = None,
+                   ) -> tuple[FusionFit, np.ndarray]:
     """No held-out split: K query folds, each fold's fused scores use the weight chosen on the
     other folds. Returns (fit, out-of-fold fused scores); fit.estimate is their mean metric and
     fit.weight the one chosen on every query (what to serve; its own figure is not reported)."""
     qid = pairs["query_id"].astype(str).to_numpy()
     folds = query_folds(qid, k, seed)
     n_folds = max(folds.values()) + 1
-    curve = per_query_curve(pairs, score_a, score_b, grid, method, metric, rel_threshold)
+    curve = per_query_curve(pairs, score_a, score_b, grid, method, metric, rel_threshold,
+                            extra_qrels)
     fused = np.zeros(len(pairs))
     fold_weights = []
     for f in range(n_folds):
@@ -176,7 +187,7 @@ def cross_validate(pairs: pd.DataFrame, score_a, score_b, *, k: int = DEFAULT_FO
         rows = np.isin(qid, list(held))
         fused[rows] = fuse(np.asarray(score_a, np.float64)[rows],
                            np.asarray(score_b, np.float64)[rows], qid[rows], w, method)
-    res = evaluate_rankings(pairs, fused, (metric,), rel_threshold)
+    res = evaluate_rankings(pairs, fused, (metric,), rel_threshold, extra_qrels=extra_qrels)
     fit = FusionFit(
         weight=best_weight(curve), normalisation=method, metric=metric,
         chosen_on=f"{label} (all {len(folds)} queries; served weight)",

@@ -136,7 +136,8 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
         fused = fusion.fuse(sa, sb, pairs["query_id"], w)
         from lib.metrics import evaluate_rankings
 
-        res = evaluate_rankings(pairs, fused, (fusion.DEFAULT_METRIC,), rel_threshold)
+        res = evaluate_rankings(pairs, fused, (fusion.DEFAULT_METRIC,), rel_threshold,
+                                extra_qrels=es.missed)
         fit = fusion.FusionFit(
             weight=w, normalisation=fusion.DEFAULT_NORMALISATION, metric=fusion.DEFAULT_METRIC,
             chosen_on="fixed by the user (@weight)",
@@ -158,12 +159,14 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
             fit, fused = fusion.fit_and_report(
                 val.pairs, va, vb, pairs, sa, sb, rel_threshold=rel_threshold,
                 chosen_label=f"validation split{where}",
-                reported_label=f"{es.split_label} split{where}")
+                reported_label=f"{es.split_label} split{where}",
+                choose_missed=val.missed, report_missed=es.missed)
             context["chosen_split"] = "validation"
         else:
             fit, fused = fusion.cross_validate(pairs, sa, sb, k=k, seed=seed,
                                                rel_threshold=rel_threshold,
-                                               label=f"the {es.split_label} split")
+                                               label=f"the {es.split_label} split",
+                                               extra_qrels=es.missed)
             context["chosen_split"] = es.split
         fit.a, fit.b = a.name, b.name
         saved = save_fit(ranker, fit, context)
