@@ -100,6 +100,9 @@ def main() -> int:
     ap.add_argument("--method", choices=("finder", "cartography", "both"), default="finder")
     ap.add_argument("--teacher", help="finder: each fold model distils this teacher first "
                     "(e.g. biencoder), as `reranker-studio noise --teacher`")
+    ap.add_argument("--distill-epochs", type=int, default=3)
+    ap.add_argument("--distill-docs", type=int, default=30,
+                    help="with --teacher: documents sampled per training query")
     ap.add_argument("--cpu-threads", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=10,
                     help="cartography: validation (and dynamics) every N steps")
@@ -135,7 +138,9 @@ def main() -> int:
                                         learning_rate=args.lr, batch_size=16,
                                         epochs=args.epochs, max_length=args.max_length, seed=13,
                                         device=args.device, cpu_threads=args.cpu_threads,
-                                        distill_teacher=args.teacher))
+                                        distill_teacher=args.teacher,
+                                        distill_epochs=args.distill_epochs,
+                                        distill_docs_per_query=args.distill_docs))
             res["oof_seconds"] = round(time.time() - t)
             m = sc.merge(noisy[["query_id", "doc_id", "line", "cosine"]],
                          on=["query_id", "doc_id", "line"])

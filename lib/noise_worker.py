@@ -38,6 +38,8 @@ def fold_config(opts: dict) -> TrainConfig:
         seed=opts["seed"], device=opts.get("device", "auto"),
         cpu_threads=opts.get("cpu_threads", 0), precision="auto",
         distill_teacher=opts.get("distill_teacher") or None,
+        distill_epochs=opts.get("distill_epochs") or 3,
+        distill_docs_per_query=opts.get("distill_docs_per_query", 30),
     )
 
 
