@@ -214,13 +214,15 @@ def test_distilled_fold_models_never_show_the_teacher_a_held_out_query(workspace
     from lib.noise_worker import oof_scores
     from lib.training.distill import DISTILL_DIR, SCORES_FILE
 
+    with pytest.raises(ValueError, match="distill_epochs"):
+        noise.NoiseOptions(distill_teacher="biencoder", distill_epochs=0).validated()
     demo_subset(workspace, tmp_path, n_queries=6, val_queries=0)
     pairs = split.load_split_pairs(workspace, "demo12")
     folds = noise.assign_folds(pairs["query_id"], 2, 13)
     pairs = pairs.assign(fold=pairs["query_id"].astype(str).map(folds))
     opts = {"folds": 2, "base_model": str(tiny_model), "learning_rate": 1e-3, "batch_size": 16,
             "epochs": 1, "max_length": 48, "seed": 13, "device": "cpu",
-            "distill_teacher": str(tiny_model)}
+            "distill_teacher": str(tiny_model), "distill_epochs": 1, "distill_docs_per_query": 4}
     scored = oof_scores(pairs, opts, work_dir=tmp_path / "job")
     assert len(scored) == len(pairs) and scored["oof_score"].notna().all()
     for fold in (0, 1):
@@ -238,6 +240,9 @@ def test_distilled_fold_models_never_show_the_teacher_a_held_out_query(workspace
         lines = (tmp_path / "job" / f"fold-{fold}" / "progress.jsonl").read_text().splitlines()
         end = [json.loads(x) for x in lines if '"distill_end"' in x][0]
         assert end["pairs"] == len(taught) and end["teacher"] == str(tiny_model)
+        # each training query: its own candidates + 4 sampled documents
+        own_pairs = (pairs["fold"] != fold).sum()
+        assert len(taught) == own_pairs + 4 * len(own) and end["epochs"] == 1
 
 
 @pytest.mark.slow
