@@ -1,5 +1,9 @@
 """Auto CPU threads: one per idle core, never fewer than one, the user's choice wins."""
 
+import os
+
+import pytest
+
 from lib.training.threads import auto_threads, choose_threads
 
 
@@ -21,6 +25,10 @@ def test_other_busy_cores_sees_a_busy_process_but_not_itself():
 
     base = other_busy_cores(0.5)
     assert base is not None and base >= 0.0
+    cores = os.cpu_count() or 1
+    if base > cores - 1:  # measured: 1.72 of 2 cores busy made one more spinner read as 2.0
+        pytest.skip(f"{base:.1f} of {cores} cores are busy with other jobs: no idle core left "
+                    "to see a spinning process on")
     stop = time.monotonic() + 1.5
 
     def own_work():  # this process's own CPU is not "other jobs"
