@@ -126,11 +126,11 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
     a, b = ranker.parts
     pairs = es.pairs
     sa, sb = _score_parts(ws, ranker, pairs, **kw)
-    context = {"dataset_id": es.dataset.dataset_id, "split_id": es.split_id}
-    if es.first_stage:  # the weight was fitted for reranking this first stage's top-k
-        context["candidates"] = {k: es.first_stage[k] for k in ("corpus", "first_stage", "top_k")}
-    else:
-        context["candidates"] = "labelled pairs"
+    fs = es.first_stage  # retrieve-then-rerank: the weight is fitted for this first stage's top-k
+    where = f", top-{fs['top_k']} of corpus {fs['corpus']} by {fs['first_stage']}" if fs else ""
+    context = {"dataset_id": es.dataset.dataset_id, "split_id": es.split_id,
+               "candidates": ({k: fs[k] for k in ("corpus", "first_stage", "top_k")} if fs
+                              else "labelled pairs")}
     if ranker.fusion_weight is not None:
         w = ranker.fusion_weight
         fused = fusion.fuse(sa, sb, pairs["query_id"], w)
@@ -141,7 +141,7 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
         fit = fusion.FusionFit(
             weight=w, normalisation=fusion.DEFAULT_NORMALISATION, metric=fusion.DEFAULT_METRIC,
             chosen_on="fixed by the user (@weight)",
-            reported_on=f"{es.split_label} split ({res.n_queries} queries)",
+            reported_on=f"{es.split_label} split{where} ({res.n_queries} queries)",
             estimate=res.means[fusion.DEFAULT_METRIC] if res.n_queries else None)
     else:
         val = None
@@ -151,10 +151,7 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
             except ValueError:
                 val = None
         if val is not None:
-            val, where = same_candidates(ws, val, es, rel_threshold), ""
-            if es.first_stage:
-                fs = es.first_stage
-                where = f", top-{fs['top_k']} of corpus {fs['corpus']} by {fs['first_stage']}"
+            val = same_candidates(ws, val, es, rel_threshold)
             va, vb = _score_parts(ws, ranker, val.pairs, **kw)
             fit, fused = fusion.fit_and_report(
                 val.pairs, va, vb, pairs, sa, sb, rel_threshold=rel_threshold,
@@ -165,7 +162,7 @@ def score_fusion_eval(ws: Workspace, ranker: Ranker, es, *, k: int = fusion.DEFA
         else:
             fit, fused = fusion.cross_validate(pairs, sa, sb, k=k, seed=seed,
                                                rel_threshold=rel_threshold,
-                                               label=f"the {es.split_label} split",
+                                               label=f"the {es.split_label} split{where}",
                                                extra_qrels=es.missed)
             context["chosen_split"] = es.split
         fit.a, fit.b = a.name, b.name
