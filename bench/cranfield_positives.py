@@ -49,11 +49,11 @@ def main() -> None:
 
     from lib.workspace import resolve_workspace
 
+    if args.run_id and not args.workspace:
+        raise SystemExit("--run-id needs --workspace")
     ws = resolve_workspace(args.workspace or tempfile.mkdtemp(prefix="cran-pos-"))
     t0 = time.perf_counter()
     if args.run_id:
-        if not args.workspace:
-            raise SystemExit("--run-id needs --workspace")
         mined, trained = None, {"run_id": args.run_id}
         dataset = _run_dataset(ws, args.run_id)
     else:
