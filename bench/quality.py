@@ -81,6 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--eval-steps", type=int, default=25)
     p.add_argument("--cpu-threads", type=int, default=0)
+    p.add_argument("--seed", type=int, help="training seed of every run (default: the config's)")
     p.add_argument("--base", default="default", help="base model (a smoke test: a tiny model dir)")
     p.add_argument("--workspace", help="reuse a workspace dir (default: a temporary one)")
     p.add_argument("--no-baselines", action="store_true",
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
               "batch_size": args.batch_size, "max_length": args.max_length,
               "max_train_pairs": args.pairs, "eval_steps": args.eval_steps, "device": "cpu",
               "precision": "fp32", "logging_steps": 5, "cpu_threads": args.cpu_threads,
-              "save_total_limit": 1}
+              "save_total_limit": 1, **({"seed": args.seed} if args.seed is not None else {})}
     models: dict[str, str] = {}
     lengths: dict[str, int] = {}
     for name in names:
