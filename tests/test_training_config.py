@@ -154,6 +154,22 @@ def test_recycled_pid_is_not_our_worker():
     assert not jobs.process_alive(info)
 
 
+def test_a_clock_adjustment_does_not_make_a_live_worker_dead():
+    """create_time moves with the wall clock (boot time is re-read): the launched command still
+    identifies the worker; a different command with a shifted start does not."""
+    argv = [sys.executable, "-c", "import time; time.sleep(30)"]
+    proc = subprocess.Popen(argv)
+    try:
+        shifted = psutil.Process(proc.pid).create_time() + 1.0  # btime flipped by a second
+        assert jobs.process_alive({"pid": proc.pid, "create_time": shifted, "argv": argv})
+        assert not jobs.process_alive({"pid": proc.pid, "create_time": shifted,
+                                       "argv": [*argv[:-1], "something else"]})
+        assert not jobs.process_alive({"pid": proc.pid, "create_time": shifted})
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_missing_model_path_fails_before_anything_is_written(workspace):
     load_demo(workspace)
     cfg = build_config({"base_model": "/nonexistent/model-dir"})

@@ -142,14 +142,18 @@ def _reap(pid: int) -> int | None:
 
 
 def process_alive(info: dict[str, Any] | None) -> bool:
-    """True when the recorded pid runs AND started when we launched it (no recycled pid)."""
+    """True when the recorded pid runs AND is the process we launched (no recycled pid): it
+    started when we launched it, or it runs the exact command we launched. The command is the
+    fallback because psutil's create_time adds /proc/stat's whole-second boot time, which moves
+    when the clock is adjusted (NTP): a full test run saw a live worker read as dead that way."""
     if not info or not info.get("pid"):
         return False
     pid = int(info["pid"])
     _reap(pid)
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - float(info.get("create_time", 0))) > 0.5:
+        if (abs(proc.create_time() - float(info.get("create_time", 0))) > 0.5
+                and (not info.get("argv") or proc.cmdline() != list(info["argv"]))):
             return False
         return proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
