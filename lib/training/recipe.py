@@ -131,20 +131,20 @@ def will_distil(cfg: TrainConfig, ref: ModelRef) -> bool:
     the app prepares distillation data (corpus retrieval) only for runs that use it."""
     if cfg.distill_teacher is None:
         return False
-    new = cfg.cold_start == "on" or (cfg.cold_start == "auto" and head_is_new(ref))
-    return resolve_teacher(cfg.distill_teacher, new) is not None
+    return resolve_teacher(cfg.distill_teacher, _cold_start(cfg, ref)) is not None
+
+
+def _cold_start(cfg: TrainConfig, ref: ModelRef) -> bool:
+    """The cold-start recipe is on: forced, or `auto` with a base whose head is new."""
+    return cfg.cold_start == "on" or (cfg.cold_start == "auto" and head_is_new(ref))
 
 
 def plan(cfg: TrainConfig, ref: ModelRef, train_labels, max_label: int = 1) -> Recipe:
     """Decide the recipe from the config and the base checkpoint."""
-    if cfg.cold_start == "off":
-        return Recipe(False, "cold_start off", pos_weight=cfg.pos_weight,
-                      early_stopping_patience=cfg.early_stopping_patience,
-                      distill_teacher=resolve_teacher(cfg.distill_teacher, False))
-    new = head_is_new(ref)
-    if cfg.cold_start == "auto" and not new:
-        return Recipe(False, "the base model has a trained reranker head",
-                      pos_weight=cfg.pos_weight,
+    if not _cold_start(cfg, ref):
+        reason = ("cold_start off" if cfg.cold_start == "off"
+                  else "the base model has a trained reranker head")
+        return Recipe(False, reason, pos_weight=cfg.pos_weight,
                       early_stopping_patience=cfg.early_stopping_patience,
                       distill_teacher=resolve_teacher(cfg.distill_teacher, False))
     reason = "cold_start on" if cfg.cold_start == "on" else "the base model has no reranker head"
