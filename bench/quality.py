@@ -55,9 +55,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                          "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
                          {"cold_start": "auto", "epochs": 2, "distill_teacher": "biencoder",
                           "distill_epochs": 1, "distill_docs_per_query": 5}),
-    # exactly what a user gets by default on a CPU: the Train page's "CPU quick" preset, none of
-    # the shared sizes above (only the thread count), so --pairs/--max-length do not apply
-    "default": ("the default CPU recipe: the Train page's 'CPU quick' preset as it ships", {}),
+    # exactly what a user gets by default on a CPU: the Train page's default CPU preset, none of
+    # the shared sizes above (only the thread count and --seed), so --pairs/--max-length do not
+    # apply
+    "default": ("the default CPU recipe: the Train page's default CPU preset as it ships", {}),
+    "quick": ("the 'CPU quick' preset as it ships (the few-minute what-if)", {}),
     "distill-1-epoch": ("recipe (1 epoch on the labels) after distilling the bi-encoder's "
                         "per-query z-scores (1 epoch, own candidates + 5 sampled docs/query)",
                         {"cold_start": "auto", "epochs": 1, "distill_teacher": "biencoder",
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     from lib.split import load_split_pairs
     from lib.training import jobs, worker
     from lib.training.callbacks import StopFlag
-    from lib.training.config import PRESETS, build_config
+    from lib.training.config import DEFAULT_CPU_PRESET, PRESETS, build_config
     from lib.workspace import resolve_workspace
 
     names = args.only.split(",") if args.only else list(VARIANTS)
@@ -178,9 +180,11 @@ def main(argv=None) -> int:
     for name in names:
         what, overrides = VARIANTS[name]
         values = {**shared, **overrides}
-        if name == "default":
-            values = {**PRESETS["CPU quick"], "base_model": args.base,
-                      "cpu_threads": args.cpu_threads, "save_total_limit": 1}
+        if name in ("default", "quick"):
+            values = {**PRESETS[DEFAULT_CPU_PRESET if name == "default" else "CPU quick"],
+                      "base_model": args.base, "cpu_threads": args.cpu_threads,
+                      "save_total_limit": 1,
+                      **({"seed": args.seed} if args.seed is not None else {})}
         if name == "recipe-no-head-lr":
             values["head_learning_rate"] = args.learning_rate
         cfg = build_config(values)

@@ -14,6 +14,8 @@ from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
 from lib.training.config import (
+    DEFAULT_CPU_PRESET,
+    DEFAULT_GPU_PRESET,
     LOSSES,
     PRESET_NOTES,
     PRESETS,
@@ -67,8 +69,8 @@ ids = list(table["dataset_id"])
 names = dict(zip(table["dataset_id"], table["name"], strict=True))
 c1, c2 = st.columns([2, 1])
 dataset_id = c1.selectbox("Dataset", ids, format_func=lambda i: f"{names[i]} ({i})")
-preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("CPU quick")
-                           if not jobs.visible_gpus() else list(PRESETS).index("GPU full"))
+default_preset = DEFAULT_GPU_PRESET if jobs.visible_gpus() else DEFAULT_CPU_PRESET
+preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(default_preset))
 st.caption(f"**{preset_name}**: {PRESET_NOTES[preset_name]}")
 
 ds = datasets.get_dataset(ws, dataset_id)
@@ -159,7 +161,7 @@ with st.expander("More settings"):
     distill_corpus = c[3].selectbox("Distillation corpus", corpus_names,
                                     index=corpus_names.index(base.distill_corpus or "(none)"),
                                     key=k + "dco", help=FIELDS["distill_corpus"].description,
-                                    format_func=lambda c: "auto (the corpus it was mined from)"
+                                    format_func=lambda c: "auto (mined-from corpus, else own docs)"
                                     if c == jobs.AUTO_CORPUS else c)
     c = st.columns(4)
     distill_top_k = c[0].number_input("Corpus documents per query", 1, 1000,
