@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lib import corpora, db, mining, split
+from lib import corpora, datasets, db, mining, split
 from lib.cli import main
 from lib.ingest import ingest_file
 
@@ -231,7 +231,8 @@ def test_no_labelled_pair_is_ever_mined_and_the_parent_never_changes(workspace, 
 def test_distil_preset_distils_on_the_corpus_the_version_was_mined_from(workspace, tmp_path,
                                                                         tiny_model):
     """distill_corpus 'auto' (the Distil preset): a mined version, and a relabelled copy of it,
-    bring their corpus's top documents for the training queries; data never mined brings none."""
+    bring their corpus's top documents for the training queries; data never mined brings its
+    own documents (never one labelled for a held-out query)."""
     from lib import relabel
     from lib.training import jobs
     from lib.training.config import PRESETS, build_config
@@ -257,11 +258,19 @@ def test_distil_preset_distils_on_the_corpus_the_version_was_mined_from(workspac
                                                     "decision": "relabel", "label": 2}])
     info, _ = corpus_of(copy.name)
     assert info["corpus"] == "aero"
-    assert corpus_of("pos") == (None, None)
+    info, rows = corpus_of("pos")  # never mined: its own documents, made a corpus once
+    own = corpora.get_corpus(workspace, info["corpus"])
+    assert own.source == "dataset:" + datasets.get_dataset(workspace, "pos").dataset_id
+    assert corpus_of("pos")[0]["corpus"] == own.name and info["pairs"] == len(rows) > 0
+    pairs = split.load_split_pairs(workspace, "pos")
+    held_out = set(pairs.loc[pairs["split"] != "train", "doc_id"])
+    assert {r["query_id"] for r in rows} <= set(pairs.loc[pairs["split"] == "train", "query_id"])
+    assert not {r["doc_id"] for r in rows} & held_out
     no_teacher = cfg.model_copy(update={"distill_teacher": None})
     created = jobs.create_run(workspace, mined.name, no_teacher, enqueue=False)  # auto: unused
     assert not (created.run_dir / "data" / "distill_corpus.jsonl").exists()
-    corpora.delete_corpus(workspace, "aero")  # gone: the run is still made, and says so
+    corpora.delete_corpus(workspace, "aero")  # gone: its own documents instead, and it says so
     created = jobs.create_run(workspace, mined.name, cfg, enqueue=False)
-    assert not (created.run_dir / "data" / "distill_corpus.jsonl").exists()
+    meta = json.loads((created.run_dir / "data" / "meta.json").read_text())
+    assert meta["distill_corpus"]["corpus"] not in ("aero", own.name)
     assert any("no longer in the workspace" in w for w in created.warnings)

@@ -55,7 +55,7 @@ def test_guide_default_preset_matches_the_guide():
     quick = preset("CPU quick")
     assert quick.max_length <= 128 and quick.epochs == 1 and quick.max_train_pairs
     assert set(PRESETS) == {"Guide default", "CPU quick", "GPU throughput", "GPU full",
-                            "Distil (CPU)"}
+                            "CPU recommended", "Distil (CPU)"}
 
 
 def test_gpu_throughput_preset_agrees_with_the_memory_check():
@@ -345,8 +345,18 @@ def test_worker_ending_while_its_files_are_ingested_loses_no_progress_line(
 
 
 def test_distil_preset_and_cold_start_fields():
+    """The CPU default distils only into a new head (auto), on the measured settings
+    (bench/results/quality_distill_corpus.log); the Distil preset distils whatever the base."""
+    from lib.training.config import DEFAULT_CPU_PRESET
+
+    rec = preset(DEFAULT_CPU_PRESET)
+    assert DEFAULT_CPU_PRESET == "CPU recommended"
+    assert (rec.distill_teacher, rec.distill_corpus, rec.distill_epochs,
+            rec.distill_docs_per_query, rec.distill_corpus_top_k, rec.max_train_pairs,
+            rec.max_length, rec.epochs) == ("auto", "auto", 3, 5, 30, None, 128, 1)
     cfg = preset("Distil (CPU)")
-    assert cfg.distill_teacher == "biencoder" and cfg.distill_docs_per_query == 10
+    assert cfg.distill_teacher == "biencoder"
+    assert cfg.model_copy(update={"distill_teacher": "auto"}) == rec
     assert cfg.cold_start == "auto" and cfg.head_learning_rate is None
     assert build_config({"cold_start": "on", "head_learning_rate": 2e-3}).head_learning_rate == 2e-3
     with pytest.raises(ConfigError, match="cold_start"):

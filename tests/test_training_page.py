@@ -19,30 +19,31 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert at.title[0].value == "Train"
     preset = next(s for s in at.selectbox if s.label == "Preset")
     assert preset.options == ["Guide default", "CPU quick", "GPU throughput", "GPU full",
-                              "Distil (CPU)"]
-    assert preset.value == "CPU quick"  # no GPU here
-    assert at.number_input(key="CPU quick:ml").value == 128
+                              "CPU recommended", "Distil (CPU)"]
+    assert preset.value == "CPU recommended"  # no GPU here
+    assert at.number_input(key="CPU recommended:ml").value == 128
+    assert at.text_input(key="CPU recommended:teach").value == "auto"
     # the only doubt about the preset on fresh demo data: the Checks have not been run yet
     assert [w.value for w in at.warning] == [at.warning[0].value]
     assert "Checks have not been run" in at.warning[0].value
-    at.number_input(key="CPU quick:lr").set_value(1e-4).run()
+    at.number_input(key="CPU recommended:lr").set_value(1e-4).run()
     assert any("outside the usual" in w.value for w in at.warning)
     # training dynamics are opt-in (they cost a validation pass each time); the page sets them
-    assert at.number_input(key="CPU quick:dyn").value == 0
-    at.number_input(key="CPU quick:dyn").set_value(500).run()
+    assert at.number_input(key="CPU recommended:dyn").value == 0
+    at.number_input(key="CPU recommended:dyn").set_value(500).run()
     assert any("dynamics_max_pairs: 500" in c.value for c in at.code)
     # a distillation corpus is picked from the workspace's corpora and reaches the config
-    corpus = at.selectbox(key="CPU quick:dco")
-    assert corpus.options == ["(none)", "auto (the corpus it was mined from)"]
-    assert corpus.value == "(none)"
+    corpus = at.selectbox(key="CPU recommended:dco")
+    assert corpus.options == ["(none)", "auto (mined-from corpus, else own docs)"]
+    assert corpus.value == jobs.AUTO_CORPUS
     corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
     at.run()
-    assert at.selectbox(key="CPU quick:dco").options[2:] == ["demo-docs"]
-    at.text_input(key="CPU quick:teach").set_value("biencoder")
-    at.selectbox(key="CPU quick:dco").set_value("demo-docs")
-    at.number_input(key="CPU quick:dtk").set_value(30).run()
+    assert at.selectbox(key="CPU recommended:dco").options[2:] == ["demo-docs"]
+    at.text_input(key="CPU recommended:teach").set_value("biencoder")
+    at.selectbox(key="CPU recommended:dco").set_value("demo-docs")
+    at.number_input(key="CPU recommended:dtk").set_value(40).run()
     shown = next(c.value for c in at.code if "distill_corpus" in c.value)
-    assert "distill_corpus: demo-docs" in shown and "distill_corpus_top_k: 30" in shown
+    assert "distill_corpus: demo-docs" in shown and "distill_corpus_top_k: 40" in shown
     next(s for s in at.selectbox if s.label == "Preset").set_value("Guide default").run()
     assert at.number_input(key="Guide default:ml").value == 512
     assert at.number_input(key="Guide default:lr").value == 3e-5
@@ -53,11 +54,11 @@ def test_launch_from_the_page_runs_the_worker(workspace, tiny_model):
     load_demo(workspace)
     at = AppTest.from_file(PAGE, default_timeout=90).run()
     inside = shutil.copytree(tiny_model, workspace.root / "imports" / "tiny-ce")  # app: in ws
-    at.text_input(key="CPU quick:model").set_value(str(inside))
-    at.number_input(key="CPU quick:ml").set_value(32)
-    at.number_input(key="CPU quick:mtp").set_value(100)
-    at.number_input(key="CPU quick:es").set_value(1000)
-    at.number_input(key="CPU quick:thr").set_value(1)
+    at.text_input(key="CPU recommended:model").set_value(str(inside))
+    at.number_input(key="CPU recommended:ml").set_value(32)
+    at.number_input(key="CPU recommended:mtp").set_value(100)
+    at.number_input(key="CPU recommended:es").set_value(1000)
+    at.number_input(key="CPU recommended:thr").set_value(1)
     at.run()
     next(b for b in at.button if b.label == "Launch").click()
     at.run()
