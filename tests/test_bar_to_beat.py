@@ -129,6 +129,23 @@ def test_verdict_names_causes_and_next_steps():
     assert build_verdict("m", 0.5, {}) is None
 
 
+def test_a_run_that_beats_the_bar_says_its_figure_was_chosen_on_those_queries(workspace):
+    """A run's best validation NDCG@10 is picked on the queries it is compared on and is not
+    significance-tested: the Train page's win says so and points to the paired test."""
+    from lib.training.baselines import run_verdict
+
+    run_dir = workspace.runs_dir / "run-x"
+    run_dir.mkdir(parents=True)
+    bar = {"bm25": {"ndcg@10": 0.40, "mrr@10": 0.6}, "biencoder": {"ndcg@10": 0.61, "mrr@10": 0.7}}
+    won = run_verdict(workspace, run_dir, {"baselines": bar,
+                                           "best": {"ndcg@10": 0.63, "n_queries": 45}})
+    assert not won.lost and "beats BM25 (0.4000) and the zero-shot bi-encoder" in won.headline
+    assert "chosen on these same queries" in won.headline and "Evaluate" in won.headline
+    lost = run_verdict(workspace, run_dir, {"baselines": bar,
+                                            "best": {"ndcg@10": 0.58, "n_queries": 45}})
+    assert lost.lost and "chosen on these same queries" not in lost.headline
+
+
 def test_fusion_of_a_checkpoint_is_saved_with_the_model_and_served(bar_run):
     from lib.evaluation import EvaluationSpec, evaluate
     from lib.evaluation.playground import rank_documents

@@ -29,6 +29,7 @@ class Verdict:
     beats: dict[str, float] = field(default_factory=dict)
     causes: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
+    win_caveat: str = ""  # what a win's figure does not show (selection, significance)
 
     @property
     def lost(self) -> bool:
@@ -41,7 +42,8 @@ class Verdict:
 
         if not self.loses_to:
             return (f"{self.model} beats {names(self.beats)} on {self.metric} "
-                    f"({self.value:.4f}, {self.where}).")
+                    f"({self.value:.4f}, {self.where})." + (f" {self.win_caveat}"
+                                                           if self.win_caveat else ""))
         return (f"{self.model} LOSES to {names(self.loses_to)} on {self.metric}: {self.value:.4f} "
                 f"on the {self.where}. Serving it would make rankings worse than "
                 f"{'what you already have' if len(self.loses_to) > 1 else 'that first stage'}.")
@@ -75,16 +77,18 @@ def build_verdict(
     epochs: float | None = None,
     check_findings: list[str] | None = None,
     fusion_spec: str | None = None,
+    win_caveat: str = "",
 ) -> Verdict | None:
     """The verdict for `model` (its `metric` value) against first-stage `baselines`
-    ({"bm25": x, "biencoder": y}); None when there is nothing to compare."""
+    ({"bm25": x, "biencoder": y}); None when there is nothing to compare. `win_caveat` is said
+    after a win: e.g. that the figure was picked on the queries it is reported on."""
     known = {k: float(v) for k, v in baselines.items() if v is not None}
     if value is None or not known:
         return None
     v = float(value)
     loses = {k: b for k, b in known.items() if v < b}
     wins = {k: b for k, b in known.items() if v >= b}
-    verdict = Verdict(model, metric, v, where, loses_to=loses, beats=wins)
+    verdict = Verdict(model, metric, v, where, loses_to=loses, beats=wins, win_caveat=win_caveat)
     if not loses:
         return verdict
     causes, steps = verdict.causes, verdict.next_steps
