@@ -170,6 +170,9 @@ with st.expander("More settings"):
     distill_retriever = c[1].text_input("Corpus first stage", base.distill_corpus_retriever,
                                         key=k + "dre",
                                         help=FIELDS["distill_corpus_retriever"].description)
+    distill_pseudo = c[2].number_input("Pseudo-queries from the corpus", 0, 1_000_000,
+                                       base.distill_pseudo_queries, key=k + "dpq",
+                                       help=FIELDS["distill_pseudo_queries"].description)
 
 values = {
     "base_model": base_model.strip() or "default", "learning_rate": lr, "batch_size": batch,
@@ -185,6 +188,7 @@ values = {
     "distill_corpus": None if distill_corpus == "(none)" else distill_corpus,
     "distill_corpus_top_k": distill_top_k,
     "distill_corpus_retriever": distill_retriever.strip() or "bm25",
+    "distill_pseudo_queries": distill_pseudo,
 }
 cfg, problem = None, None
 try:

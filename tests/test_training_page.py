@@ -41,9 +41,11 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert at.selectbox(key="CPU recommended:dco").options[2:] == ["demo-docs"]
     at.text_input(key="CPU recommended:teach").set_value("biencoder")
     at.selectbox(key="CPU recommended:dco").set_value("demo-docs")
-    at.number_input(key="CPU recommended:dtk").set_value(40).run()
+    at.number_input(key="CPU recommended:dtk").set_value(40)
+    at.number_input(key="CPU recommended:dpq").set_value(300).run()
     shown = next(c.value for c in at.code if "distill_corpus" in c.value)
     assert "distill_corpus: demo-docs" in shown and "distill_corpus_top_k: 40" in shown
+    assert "distill_pseudo_queries: 300" in shown
     next(s for s in at.selectbox if s.label == "Preset").set_value("Guide default").run()
     assert at.number_input(key="Guide default:ml").value == 512
     assert at.number_input(key="Guide default:lr").value == 3e-5

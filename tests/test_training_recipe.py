@@ -180,7 +180,8 @@ def test_distillation_corpus_adds_top_documents_of_training_queries_only(workspa
     assert not {r["document"] for r in found} & set(held["document"])
     meta = json.loads((created.run_dir / "data" / "meta.json").read_text())
     assert meta["distill_corpus"] == {"corpus": "demo-docs", "retriever": "bm25", "top_k": 10,
-                                      "pairs": len(found)}
+                                      "pairs": len(found), "pseudo_queries": 0,
+                                      "pseudo_pairs": 0}
     # independently: one query's kept documents are exactly its BM25 top 10 minus the exclusions
     qid = found[0]["query_id"]
     query = next(r["query"] for r in train if r["query_id"] == qid)
@@ -214,6 +215,48 @@ def test_distillation_corpus_adds_top_documents_of_training_queries_only(workspa
             {**TINY, "base_model": str(tiny_model), "distill_teacher": "biencoder",
              "distill_corpus": "nope"}))
     assert set(workspace.runs_dir.iterdir()) == runs_before
+
+
+def test_pseudo_queries_are_first_sentences_of_documents_no_held_out_query_judged(
+        workspace, tiny_model):
+    """distill_pseudo_queries: N corpus documents (seeded) become queries (their first sentence)
+    with their BM25 top-k; a document labelled for a validation query is neither a source nor a
+    candidate. Without a corpus the setting is refused before a run exists."""
+    from lib.split import load_split_pairs
+    from lib.training.config import ConfigError
+    from lib.training.distill_corpus import first_sentence
+
+    assert first_sentence("a wing in a slipstream . an experimental study of a wing") == \
+        "a wing in a slipstream ."
+    assert first_sentence("one two three", max_words=2) == "one two"
+    load_demo(workspace)
+    corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
+    values = {**TINY, "base_model": str(tiny_model), "distill_teacher": "biencoder",
+              "distill_corpus": "demo-docs", "distill_corpus_top_k": 5,
+              "distill_pseudo_queries": 40}
+
+    def made(seed):
+        run = jobs.create_run(workspace, "cranfield-demo", build_config({**values, "seed": seed}),
+                              enqueue=False)
+        meta = json.loads((run.run_dir / "data" / "meta.json").read_text())["distill_corpus"]
+        rows = [json.loads(x) for x in
+                (run.run_dir / "data" / "distill_corpus.jsonl").read_text().splitlines()]
+        return meta, [r for r in rows if r["query_id"].startswith("pseudo:")]
+
+    meta, pseudo = made(3)
+    pairs = load_split_pairs(workspace, "cranfield-demo")
+    held = pairs[pairs["split"] != "train"]
+    texts = dict(zip(pairs["doc_id"], pairs["document"], strict=False))
+    sources = {r["query_id"].removeprefix("pseudo:") for r in pseudo}
+    assert len(sources) == meta["pseudo_queries"] == 40 and meta["pseudo_pairs"] == len(pseudo)
+    assert not sources & set(held["doc_id"]) and not {r["doc_id"] for r in pseudo} & set(
+        held["doc_id"])
+    for r in pseudo:
+        assert r["query"] == first_sentence(texts[r["query_id"].removeprefix("pseudo:")])
+    assert made(3)[1] == pseudo and made(4)[1] != pseudo  # seeded
+    with pytest.raises(ConfigError, match="set distill_corpus too"):
+        jobs.create_run(workspace, "cranfield-demo", build_config(
+            {**values, "distill_corpus": None}))
 
 
 def test_distillation_targets_are_standardised_within_each_query():

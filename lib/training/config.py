@@ -116,6 +116,12 @@ class TrainConfig(BaseModel):
         "bm25", description="first stage that retrieves from the distillation corpus: bm25, "
         "biencoder or biencoder:MODEL"
     )
+    distill_pseudo_queries: int = Field(
+        0, ge=0, le=1_000_000, description="also distil on this many pseudo-queries: the first "
+        "sentence of corpus documents drawn at random (seeded; none labelled for a validation or "
+        "test query), each with its top distill_corpus_top_k corpus documents. More queries to "
+        "learn the teacher from than the labels give; needs a distillation corpus (0 = off)"
+    )
     distill_docs_per_query: int = Field(
         10, ge=0, le=1000, description="training documents sampled per training query (seeded) "
         "on top of its own candidates, scored by the teacher"

@@ -197,6 +197,10 @@ def validate_launch(cfg: TrainConfig) -> None:
     if cfg.distill_corpus not in (None, AUTO_CORPUS) and not cfg.distill_teacher:
         raise ConfigError(f"distill_corpus: {cfg.distill_corpus!r} is only used by a distillation "
                           "phase: set distill_teacher too (e.g. 'biencoder' or 'auto')")
+    if cfg.distill_pseudo_queries and not cfg.distill_corpus:
+        raise ConfigError(f"distill_pseudo_queries: {cfg.distill_pseudo_queries} pseudo-queries "
+                          "are drawn from a distillation corpus: set distill_corpus too (e.g. "
+                          "'auto')")
     gpus = visible_gpus()
     if cfg.device == "cuda" and not gpus:
         raise ConfigError("device: 'cuda' was chosen but no GPU is visible on this machine; "
@@ -289,7 +293,8 @@ def create_run(
         held_out = pairs[pairs["split"] != "train"][["doc_id", "document"]]
         found = distill_corpus.corpus_pairs(ws, train, held_out, corpus,
                                             cfg.distill_corpus_retriever,
-                                            cfg.distill_corpus_top_k)
+                                            cfg.distill_corpus_top_k,
+                                            pseudo=cfg.distill_pseudo_queries, seed=cfg.seed)
     run_id = new_run_id()
     run_dir = ws.runs_dir / run_id
     data_dir = run_dir / runfiles.DATA
@@ -299,8 +304,11 @@ def create_run(
     val.to_json(data_dir / "validation.jsonl", orient="records", lines=True, force_ascii=False)
     if found is not None:
         distill_corpus.write(found, data_dir)
+        pseudo = found["query_id"].str.startswith(distill_corpus.PSEUDO_PREFIX)
         from_corpus = {"corpus": corpus, "retriever": cfg.distill_corpus_retriever,
-                       "top_k": cfg.distill_corpus_top_k, "pairs": len(found)}
+                       "top_k": cfg.distill_corpus_top_k, "pairs": len(found),
+                       "pseudo_queries": int(found.loc[pseudo, "query_id"].nunique()),
+                       "pseudo_pairs": int(pseudo.sum())}
     meta = {
         "dataset_id": ds.dataset_id, "dataset_name": ds.name, "split_id": sid,
         "label_scale": ds.label_scale, "max_label": int(ds.max_label),
