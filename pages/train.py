@@ -255,6 +255,10 @@ if go_clicked and cfg is not None:
 
 # ---- Result: runs, queue, the selected run live ------------------------------------------------
 st.subheader("Runs")
+try:  # a run that ended while the app was away is shown as it ended, not as last seen
+    jobs.tick(ws)
+except ray_backend.RayBackendError:
+    pass  # the queued run keeps the error in its status: shown below
 runs = jobs.list_runs(ws)
 if runs.empty:
     st.info("No runs yet.")

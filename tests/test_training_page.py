@@ -74,3 +74,19 @@ def test_launch_from_the_page_runs_the_worker(workspace, tiny_model):
     at = AppTest.from_file(PAGE, default_timeout=90).run()  # a browser refresh: rebuilt from disk
     assert any(run_id in m.value and "finished" in m.value for m in at.markdown)
     assert any(d.label == "Download the model (zip)" for d in at.get("download_button"))
+
+
+def test_a_run_that_ended_while_the_app_was_away_is_listed_as_ended(workspace, tiny_model):
+    """The runs table is read after the files are ingested: a run that finished with no app
+    running (a CLI or bench worker) is not shown as still queued on the first render."""
+    from lib.training import runfiles
+    from lib.training.config import build_config
+
+    load_demo(workspace)
+    created = jobs.create_run(workspace, "cranfield-demo", build_config(
+        {"base_model": str(tiny_model), "max_length": 32, "max_train_pairs": 50}), enqueue=False)
+    runfiles.update_status(created.run_dir, state=runfiles.FINISHED, step=7)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.loc[table["run_id"] == created.run_id, "status"].tolist() == ["finished"]
