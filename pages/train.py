@@ -272,7 +272,8 @@ shown = runs[["run_id", "status", "dataset", "queue_position", "global_step", "m
                   "queue_position": "queue"})
 st.dataframe(shown, hide_index=True, width="stretch")
 st.caption("NDCG@10 / MRR@10 on each run's validation queries (their labelled candidates "
-           "re-ranked); 'start' is the untrained model at step 0, 'best' the kept checkpoint; "
+           "re-ranked); 'start' is the model at step 0 (untrained, or just distilled), 'best' "
+           "the kept checkpoint; "
            "BM25 and the zero-shot bi-encoder on the same pairs are the bar to beat.")
 
 run_ids = list(runs["run_id"])
@@ -286,7 +287,7 @@ st.session_state["train_run"] = run_id
 any_live = runs["status"].isin(live_states).any()
 
 
-def charts(metrics: pd.DataFrame, start_ndcg) -> None:
+def charts(metrics: pd.DataFrame, start_ndcg, distilled: bool = False) -> None:
     train = metrics[metrics["kind"] == "train"]
     evals = metrics[metrics["kind"] == "eval"]
     c1, c2 = st.columns(2)
@@ -298,7 +299,8 @@ def charts(metrics: pd.DataFrame, start_ndcg) -> None:
     fig.add_scatter(x=evals["step"], y=evals["ndcg10"], mode="lines+markers", name="NDCG@10")
     fig.add_scatter(x=evals["step"], y=evals["mrr10"], mode="lines+markers", name="MRR@10")
     if start_ndcg is not None and not pd.isna(start_ndcg):
-        fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text="NDCG@10 untrained")
+        fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text=(
+            "NDCG@10 after distilling (step 0)" if distilled else "NDCG@10 untrained"))
     # the bar to beat, measured by the worker on the same validation pairs (status.json)
     bar = baselines.metrics_only(
         runfiles.read_status(jobs.run_dir_of(ws, run_id)).get("baselines"))
@@ -434,7 +436,7 @@ def live_panel() -> None:
     if status.get("recipe"):
         st.caption("Recipe: " + esc(recipe_summary(status["recipe"], status.get("distillation"))))
     if metrics["kind"].isin(["train", "eval"]).any():
-        charts(metrics, start)
+        charts(metrics, start, distilled=bool(status.get("distillation")))
     model_path = status.get("model_path")
     bar_to_beat(state, status)
     if model_path and state in runfiles.TERMINAL:

@@ -115,7 +115,8 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
                         "eval_steps": 50, "logging_steps": 2, "distill_teacher": "auto",
                         "distill_epochs": 10, "distill_docs_per_query": 5,
-                        "distill_corpus": "demo-docs", "distill_corpus_top_k": 4})
+                        "distill_corpus": "demo-docs", "distill_corpus_top_k": 4,
+                        "distill_pseudo_queries": 6})
     corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
     import torch
@@ -135,17 +136,21 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     assert start["recipe"]["cold_start"] and start["distillation"] == distilled
     steps = [r for r in records if r["kind"] == "distill"]
     assert len(steps) >= 3
-    # the teacher saw training queries only, each with its candidates, its top corpus documents
-    # (not labelled for it) and 5 sampled documents
+    # the teacher saw training queries and 6 pseudo-queries only, each with its candidates (none
+    # for a pseudo-query), its top corpus documents (not labelled for it) and 5 sampled documents
     scores = [json.loads(line) for line in
               (created.run_dir / "distill" / "teacher_scores.jsonl").read_text().splitlines()]
     train_qids = {json.loads(line)["query_id"] for line in
                   (created.run_dir / "data" / "train.jsonl").read_text().splitlines()}
-    assert {s["query_id"] for s in scores} == train_qids
+    pseudo = {s["query_id"] for s in scores} - train_qids
+    assert {s["query_id"] for s in scores} >= train_qids and len(pseudo) == 6
+    assert all(q.startswith("pseudo:") for q in pseudo)
     n_corpus = len((created.run_dir / "data" / "distill_corpus.jsonl").read_text().splitlines())
-    assert 0 < distilled["corpus_pairs"] == n_corpus <= 4 * len(train_qids)
+    assert 0 < distilled["corpus_pairs"] == n_corpus <= 4 * (len(train_qids) + 6)
     assert len(scores) == distilled["pairs"] == created.train_pairs + n_corpus + \
-        5 * len(train_qids)
+        5 * (len(train_qids) + 6)
+    card = (created.run_dir / "model" / "README.md").read_text()
+    assert "validation, after distilling, before the labels (step 0)" in card
     assert np.isfinite([s["teacher_score"] for s in scores]).all()
     assert any(r["kind"] == "train" for r in records)  # then the label phase ran
     shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line

@@ -153,7 +153,7 @@ def _best_from_progress(run_dir: Path, best_step: int | None) -> tuple[dict, dic
 
 def write_model_card(model_dir: Path, meta: dict, cfg: TrainConfig, start: dict, best: dict,
                      precision: str, device: str, final_dir: Path | None = None,
-                     recipe: str | None = None) -> None:
+                     recipe: str | None = None, distilled: bool = False) -> None:
     """Append what we measured to the sentence-transformers model card (README.md).
     `final_dir`: where the model will live (the card is written before the move)."""
     card = model_dir / "README.md"
@@ -162,13 +162,14 @@ def write_model_card(model_dir: Path, meta: dict, cfg: TrainConfig, start: dict,
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
 
+    start_what = "after distilling, before the labels" if distilled else "untrained start"
     section = f"""
 
 ## Reranker Studio training record
 
 | | NDCG@10 | MRR@10 |
 |---|---|---|
-| validation, untrained start (step 0) | {fmt(start.get("ndcg@10"))} | {fmt(start.get("mrr@10"))} |
+| validation, {start_what} (step 0) | {fmt(start.get("ndcg@10"))} | {fmt(start.get("mrr@10"))} |
 | validation, this model (step {best.get("step", "n/a")}) | {fmt(best.get("ndcg@10"))} | \
 {fmt(best.get("mrr@10"))} |
 
@@ -330,7 +331,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         shutil.rmtree(partial, ignore_errors=True)
         trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
         write_model_card(partial, meta, cfg, start, best, precision, model_device,
-                         final_dir=model_dir, recipe=recipe.summary())
+                         final_dir=model_dir, recipe=recipe.summary(),
+                         distilled=bool(recipe.distill_teacher))
         shutil.rmtree(model_dir, ignore_errors=True)
         partial.rename(model_dir)
         result["model_path"] = str(model_dir)
