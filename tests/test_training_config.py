@@ -346,14 +346,15 @@ def test_worker_ending_while_its_files_are_ingested_loses_no_progress_line(
 
 def test_distil_preset_and_cold_start_fields():
     """The CPU default distils only into a new head (auto), on the measured settings
-    (bench/results/quality_distill_corpus.log); the Distil preset distils whatever the base."""
+    (bench/results/quality_default.log); the Distil preset distils whatever the base."""
     from lib.training.config import DEFAULT_CPU_PRESET
 
     rec = preset(DEFAULT_CPU_PRESET)
     assert DEFAULT_CPU_PRESET == "CPU recommended"
     assert (rec.distill_teacher, rec.distill_corpus, rec.distill_epochs,
-            rec.distill_docs_per_query, rec.distill_corpus_top_k, rec.max_train_pairs,
-            rec.max_length, rec.epochs) == ("auto", "auto", 3, 5, 30, None, 128, 1)
+            rec.distill_docs_per_query, rec.distill_corpus_top_k, rec.distill_pseudo_queries,
+            rec.max_train_pairs, rec.max_length, rec.epochs) == (
+                "auto", "auto", 1, 5, 30, 300, None, 128, 1)
     cfg = preset("Distil (CPU)")
     assert cfg.distill_teacher == "biencoder"
     assert cfg.model_copy(update={"distill_teacher": "auto"}) == rec
