@@ -299,8 +299,9 @@ def charts(metrics: pd.DataFrame, start_ndcg, distilled: bool = False) -> None:
     fig.add_scatter(x=evals["step"], y=evals["ndcg10"], mode="lines+markers", name="NDCG@10")
     fig.add_scatter(x=evals["step"], y=evals["mrr10"], mode="lines+markers", name="MRR@10")
     if start_ndcg is not None and not pd.isna(start_ndcg):
-        fig.add_hline(y=start_ndcg, line_dash="dot", annotation_text=(
-            "NDCG@10 after distilling (step 0)" if distilled else "NDCG@10 untrained"))
+        fig.add_hline(y=start_ndcg, line_dash="dot", annotation_position="bottom left",
+                      annotation_text=("NDCG@10 after distilling (step 0)" if distilled
+                                       else "NDCG@10 untrained"))  # the bar's labels: right
     # the bar to beat, measured by the worker on the same validation pairs (status.json)
     bar = baselines.metrics_only(
         runfiles.read_status(jobs.run_dir_of(ws, run_id)).get("baselines"))

@@ -197,7 +197,7 @@ PRESET_NOTES = {
     "plus 300 pseudo-queries (first sentences of that corpus's documents) with their top 30; "
     "no validation or test query's document is used. Then 1 epoch on all labelled pairs, max "
     "length 128. On the demo it ends above the zero-shot bi-encoder (not significantly) in "
-    "about 18 min on a 2-core CPU; CPU quick stays below it. A base with a trained head skips "
+    "16-19 min on a 2-core CPU; CPU quick stays below it. A base with a trained head skips "
     "the distillation.",
     "Distil (CPU)": "CPU recommended, distilling whatever the base: set distill_teacher to a "
     "cross-encoder path or hub id to distil a stronger reranker into this one.",
