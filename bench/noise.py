@@ -6,6 +6,10 @@ relevant -> 0, 0 -> 2). Reported per flip seed, in the same run:
   - finder: out-of-fold cross-encoders (lib.noise_worker.oof_scores, k folds grouped by query;
     with --teacher biencoder each fold model first distils the bi-encoder on its training folds);
   - fused: per-query z-scores of both, 50/50 (the finder with the bi-encoder as a prior).
+  - neighbours (every method): lib.noise_neighbours, is each document like its query's other
+    relevant or non-relevant documents (bundled bi-encoder embeddings, no training);
+  - models+neighbours_wW (finder): lib.noise_neighbours.combine of the finder's and the
+    neighbours' flags, model strengths weighted W (the shipped `--evidence both` is W = 1).
   - cartography (with --method cartography or both): ONE normal training run on the same noisy
     pairs (the real worker, in-process; validation on the next 10 demo queries, never flipped)
     recording training dynamics for every pair; flagged by lib.dynamics.flag_dynamics (low
@@ -16,6 +20,7 @@ the flip rate (0.05) and 3N / pairs.
 
   nice -n 5 python bench/noise.py --queries 40 --model default --epochs 2 --folds 2
   nice -n 5 python bench/noise.py --method cartography --epochs 2 --eval-every 10
+  nice -n 5 python bench/noise.py --method neighbours --queries 80 --seeds 0,1,2,3,4
 Results go to stdout and are appended to bench/results/noise.log.
 """
 
@@ -85,6 +90,7 @@ def main() -> int:
     import pandas as pd
 
     from lib import noise
+    from lib import noise_neighbours as nb
     from lib.demo_data import DEMO_DATASET_PATH
     from lib.noise_worker import oof_scores
 
@@ -97,7 +103,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--method", choices=("finder", "cartography", "both"), default="finder")
+    ap.add_argument("--method", choices=("finder", "neighbours", "cartography", "both"),
+                    default="finder", help="finder: out-of-fold models AND neighbours (each "
+                    "alone and combined); neighbours: only the neighbour evidence (seconds)")
     ap.add_argument("--teacher", help="finder: each fold model distils this teacher first "
                     "(e.g. biencoder), as `reranker-studio noise --teacher`")
     ap.add_argument("--distill-epochs", type=int, default=3)
@@ -116,6 +124,9 @@ def main() -> int:
     t0 = time.time()
     cosine = noise.biencoder_scores(pairs)  # label-independent: once for every seed
     t_bi = time.time() - t0
+    t0 = time.time()
+    doc_emb = nb.document_embeddings(list(pairs["document"]))  # so are the documents' vectors
+    t_emb = time.time() - t0
 
     def z(frame, col):
         return frame.groupby("query_id")[col].transform(
@@ -132,6 +143,11 @@ def main() -> int:
         baseline = noise.flag_pairs(noisy.assign(oof_score=noisy["cosine"]))
         p, r = noise.precision_recall(baseline, truth, n, 3 * n)
         res["baseline"] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
+        keys = ["query_id", "doc_id", "line"]
+        neigh = nb.neighbour_flags(pd.concat([noisy, nb.consistency(noisy, doc_emb)], axis=1))
+        p, r = noise.precision_recall(neigh, truth, n, 3 * n)
+        res["neighbours"] = {"precision@N": round(p, 3), "recall@3N": round(r, 3),
+                             "embedding_seconds": round(t_emb)}
         if args.method in ("finder", "both"):
             t = time.time()
             sc = oof_scores(noisy, dict(folds=args.folds, base_model=args.model,
@@ -144,9 +160,15 @@ def main() -> int:
             res["oof_seconds"] = round(time.time() - t)
             m = sc.merge(noisy[["query_id", "doc_id", "line", "cosine"]],
                          on=["query_id", "doc_id", "line"])
-            for name, col in (("finder", m["oof_score"]),
-                              ("fused", 0.5 * z(m, "oof_score") + 0.5 * z(m, "cosine"))):
-                flags = noise.flag_pairs(m.assign(oof_score=col))
+            models = noise.flag_pairs(m)
+            ranked = {"finder": models,
+                      "fused": noise.flag_pairs(m.assign(
+                          oof_score=0.5 * z(m, "oof_score") + 0.5 * z(m, "cosine")))}
+            for w in (1.0, 0.5):  # what the shipped 'both' evidence does, at two model weights
+                ranked[f"models+neighbours_w{w:g}"] = nb.combine(
+                    {nb.MODELS: models, nb.NEIGHBOURS: neigh.merge(
+                        m[keys], on=keys)}, {nb.MODELS: w})
+            for name, flags in ranked.items():
                 p, r = noise.precision_recall(flags, truth, n, 3 * n)
                 res[name] = {"precision@N": round(p, 3), "recall@3N": round(r, 3)}
         if args.method in ("cartography", "both"):

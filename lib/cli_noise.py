@@ -13,7 +13,8 @@ from lib.workspace import Workspace
 
 def register(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("noise", parents=[common],
-                       help="flag training pairs whose label out-of-fold models disagree with")
+                       help="flag training pairs whose label their neighbours or out-of-fold "
+                       "models disagree with")
     p.add_argument("dataset", help="dataset id or name (its active split's TRAIN queries)")
     p.add_argument("--folds", type=int, default=2, help="k folds grouped by query (default 2)")
     p.add_argument("--quick", action="store_true",
@@ -26,6 +27,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", metavar="TEACHER",
                    help="each fold model first distils this teacher on its training folds "
                         "(the Distil recipe): 'biencoder' (offline) or a cross-encoder path/id")
+    p.add_argument("--evidence", choices=noise.EVIDENCE, default=noise.NoiseOptions.evidence,
+                   help="neighbours (default): is the document like the query's other "
+                        "relevant or non-relevant documents (seconds, no training); models: "
+                        "out-of-fold cross-encoders (--folds, --quick, --model, --teacher); "
+                        "both: one ranked list")
+    p.add_argument("--neighbour-model", default="biencoder",
+                   help="embeds the documents for neighbour evidence: 'biencoder' (the bundled "
+                        "zero-shot bi-encoder) or a sentence-transformers dir/id")
     p.add_argument("--baseline", action="store_true",
                    help="also score the zero-shot bi-encoder (cosine), shown beside the flags")
     p.add_argument("--from-run", metavar="RUN_ID",
@@ -90,7 +99,8 @@ def cmd_noise(args, ws: Workspace) -> int:
     opts = noise.NoiseOptions(folds=args.folds, quick=args.quick, base_model=args.model,
                               epochs=args.epochs, max_length=args.max_length,
                               max_pairs=args.max_pairs, seed=args.seed, baseline=args.baseline,
-                              distill_teacher=args.teacher)
+                              distill_teacher=args.teacher, evidence=args.evidence,
+                              neighbour_model=args.neighbour_model)
     job_id = noise.create_job(ws, args.dataset, opts)
     show = not args.json and sys.stderr.isatty()
     last = [None]
@@ -117,8 +127,11 @@ def cmd_noise(args, ws: Workspace) -> int:
         print_json({"job_id": job_id, "flagged": flagged,
                     "pairs_scored": int(status.get("pairs_scored", 0))})
         return 0
-    print(f"noise job {job_id}: {status.get('pairs_scored')} training pairs scored out of fold "
-          f"({args.folds} folds), {len(flagged)} flagged, strongest first:")
+    how = {"models": f"out of fold ({args.folds} folds)",
+           "neighbours": "against their query's other documents",
+           "both": f"against their query's other documents and out of fold ({args.folds} folds)"}
+    print(f"noise job {job_id}: {status.get('pairs_scored')} training pairs scored "
+          f"{how[args.evidence]}, {len(flagged)} flagged, strongest first:")
     _print_flags(flagged, args.top)
     return 0
 

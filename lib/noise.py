@@ -1,4 +1,5 @@
-"""Label-noise finder: training pairs that out-of-fold cross-encoders confidently disagree with.
+"""Label-noise finder: training pairs whose label their neighbours (lib.noise_neighbours: the
+query's other labelled documents) or out-of-fold cross-encoders confidently disagree with.
 
 Why out-of-fold: a model that trained on a pair has memorised its label, so its score says
 nothing about whether the label is wrong. The training queries are split into k folds (grouped
@@ -38,6 +39,7 @@ SCORES = "scores.jsonl"  # written by the worker: one line per held-out pair
 OPTIONS = "options.json"
 PAIRS = "pairs.jsonl"  # exported by the launcher: the training pairs with their fold
 CARTOGRAPHY = "cartography.jsonl"  # a dynamics job: per-pair confidence/variability
+EVIDENCE = ("neighbours", "both", "models")
 STRONG = 1.0  # strength (in within-query standard deviations) from which a flag is "strong"
 
 
@@ -64,6 +66,13 @@ class NoiseOptions:
     # MSE from 1.12 to 1.10 on 20 demo queries)
     distill_epochs: int = 3
     distill_docs_per_query: int = 30
+    # what the flags rest on: 'neighbours' (is the document like the query's other relevant or
+    # non-relevant documents; seconds, no training), 'models' (out-of-fold cross-encoders), or
+    # 'both' (one ranked list, the models' strengths at half weight). Neighbours by default: on
+    # the demo with planted flips they caught about twice what the fold models did, and adding
+    # the models did not raise the catch reliably (bench/noise.py, bench/results/noise.log)
+    evidence: str = "neighbours"
+    neighbour_model: str = "biencoder"  # embeds the documents: the bar's bi-encoder, or an id
 
     def validated(self) -> NoiseOptions:
         if not 2 <= self.folds <= 20:
@@ -75,7 +84,18 @@ class NoiseOptions:
                              "least 0")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.evidence not in EVIDENCE:
+            raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, got "
+                             f"{self.evidence!r}")
         return self
+
+    @property
+    def uses_models(self) -> bool:
+        return self.evidence in ("models", "both")
+
+    @property
+    def uses_neighbours(self) -> bool:
+        return self.evidence in ("neighbours", "both")
 
     @property
     def effective_max_length(self) -> int:
@@ -262,7 +282,7 @@ def create_job(ws: Workspace, dataset: str, options: NoiseOptions | None = None,
     """Export the training pairs with their folds, record the job, start the worker."""
     opt = (options or NoiseOptions()).validated()
     ds, sid, pairs = _training_pairs(ws, dataset)
-    if opt.effective_max_pairs:
+    if opt.effective_max_pairs and opt.uses_models:  # neighbours alone score every pair
         pairs = jobs.subsample_queries(pairs, opt.effective_max_pairs, opt.seed)
     if pairs["query_id"].nunique() < opt.folds:
         raise ValueError(f"{pairs['query_id'].nunique()} training queries cannot make "
@@ -379,23 +399,39 @@ def ingest_job(ws: Workspace, job_id: str) -> int:
     d = job_dir(ws, job_id)
     opts = json.loads((d / OPTIONS).read_text(encoding="utf-8"))
     scores = pd.read_json(d / SCORES, lines=True, dtype={"query_id": str, "doc_id": str})
-    flags = flag_pairs(scores, margin=float(opts.get("margin", 0.0)))
-    if "baseline_score" not in flags:
-        flags["baseline_score"] = np.nan
+    flags = job_flags(scores, float(opts.get("margin", 0.0)))
+    for col in ("baseline_score", "neighbour_score", "oof_score"):
+        if col not in flags:
+            flags[col] = np.nan
     cols = ["query_id", "doc_id", "line", "label", "fold", "oof_score", "baseline_score",
-            "rank_in_query", "strength", "reason", "flag_rank"]
+            "rank_in_query", "strength", "reason", "flag_rank", "neighbour_score", "source"]
     table = flags[cols]
     n_flagged = int(table["strength"].notna().sum())
     with db.connect(ws) as con, db.transaction(con):
         con.execute("DELETE FROM noise_pairs WHERE job_id = ?", [job_id])
         db.register(con, "flags_df", table)
-        con.execute(f"INSERT INTO noise_pairs SELECT ?, {', '.join(cols)} FROM flags_df",
-                    [job_id])
+        con.execute(f"INSERT INTO noise_pairs (job_id, {', '.join(cols)}) SELECT ?, "
+                    f"{', '.join(cols)} FROM flags_df", [job_id])
         con.unregister("flags_df")
         con.execute("UPDATE noise_jobs SET status = ?, finished_at = current_timestamp, "
                     "pairs_scored = ?, flagged = ?, error = NULL WHERE job_id = ?",
                     [runfiles.FINISHED, len(table), n_flagged, job_id])
     return n_flagged
+
+
+def job_flags(scores: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
+    """The flags of a job's scores: out-of-fold model evidence where `oof_score` was computed,
+    neighbour evidence where `neighbour_score` was, one ranked list when both."""
+    from lib import noise_neighbours as nb
+
+    sources = {}
+    if "oof_score" in scores and scores["oof_score"].notna().all():
+        sources[nb.MODELS] = flag_pairs(scores, "oof_score", margin=margin)
+    if "neighbour_score" in scores and scores["neighbour_score"].notna().all():
+        sources[nb.NEIGHBOURS] = nb.neighbour_flags(scores, margin=margin)
+    if not sources:
+        raise ValueError("the job's scores hold neither out-of-fold nor neighbour scores")
+    return nb.combine(sources, {nb.MODELS: nb.MODEL_WEIGHT})
 
 
 def list_jobs(ws: Workspace, dataset: str | None = None) -> pd.DataFrame:
@@ -418,7 +454,8 @@ def flags_table(ws: Workspace, job_id: str, only_flagged: bool = True) -> pd.Dat
     with db.connect(ws) as con:
         table = con.execute(
             "SELECT n.flag_rank, n.query_id, p.query, n.doc_id, p.document, n.label, "
-            "n.oof_score, n.baseline_score, n.rank_in_query, n.strength, n.reason, "
+            "n.oof_score, n.neighbour_score, n.baseline_score, n.rank_in_query, n.strength, "
+            "n.reason, n.source, "
             "coalesce(x.decision, 'pending') AS decision, x.new_label "
             "FROM noise_pairs n JOIN noise_jobs j USING (job_id) "
             "JOIN pairs p ON p.dataset_id = j.dataset_id AND p.line = n.line "
@@ -427,12 +464,14 @@ def flags_table(ws: Workspace, job_id: str, only_flagged: bool = True) -> pd.Dat
             "AND x.doc_id = n.doc_id WHERE n.job_id = ? "
             + ("AND n.strength IS NOT NULL " if only_flagged else "")
             + "ORDER BY n.flag_rank NULLS LAST, n.query_id, n.rank_in_query", [job_id]).df()
+    old = table["source"].isna() & table["strength"].notna()  # flagged before sources were kept
+    table.loc[old, "source"] = "out-of-fold"
     carto = job_dir(ws, job_id) / CARTOGRAPHY
     if not carto.is_file():
-        return table.assign(source=np.where(table["strength"].notna(), "out-of-fold", None))
+        return table
     extra = pd.read_json(carto, lines=True, dtype={"query_id": str, "doc_id": str})
     extra = extra.drop_duplicates(["query_id", "doc_id"])[["query_id", "doc_id", "confidence",
-                                                           "variability", "source"]]
+                                                           "variability"]]
     return table.merge(extra, on=["query_id", "doc_id"], how="left")
 
 
@@ -440,8 +479,9 @@ def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
     """All of one query's scored pairs (the context of a flag), in the model's order."""
     with db.connect(ws) as con:
         return con.execute(
-            "SELECT n.rank_in_query, n.doc_id, n.label, n.oof_score, n.baseline_score, "
-            "n.strength IS NOT NULL AS flagged, p.document FROM noise_pairs n "
+            "SELECT n.rank_in_query, n.doc_id, n.label, n.oof_score, n.neighbour_score, "
+            "n.baseline_score, n.strength IS NOT NULL AS flagged, n.source, p.document "
+            "FROM noise_pairs n "
             "JOIN noise_jobs j USING (job_id) JOIN pairs p ON p.dataset_id = j.dataset_id "
             "AND p.line = n.line AND p.query_id = n.query_id AND p.doc_id = n.doc_id "
             "WHERE n.job_id = ? AND n.query_id = ? ORDER BY n.rank_in_query",
@@ -451,14 +491,17 @@ def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
 def flagged_json(ws: Workspace, job_id: str) -> list[dict[str, Any]]:
     """The CLI's `flagged` list: exactly the keys the issue names."""
     t = flags_table(ws, job_id)
-    dyn = "confidence" in t  # a job built from training dynamics: say the source and the map
+    dyn = "confidence" in t  # a job built from training dynamics: the map too
+
+    def num(x, digits: int = 6):
+        return None if pd.isna(x) else round(float(x), digits)
+
     return [{"query_id": r.query_id, "doc_id": r.doc_id, "label": int(r.label),
-             "oof_score": round(float(r.oof_score), 6), "rank_in_query": int(r.rank_in_query),
-             "reason": r.reason, "strength": round(float(r.strength), 4),
-             **({"source": r.source,
-                 "confidence": None if pd.isna(r.confidence) else round(float(r.confidence), 4),
-                 "variability": None if pd.isna(r.variability)
-                 else round(float(r.variability), 4)} if dyn else {})}
+             "oof_score": num(r.oof_score), "rank_in_query": int(r.rank_in_query),
+             "reason": r.reason, "strength": round(float(r.strength), 4), "source": r.source,
+             "neighbour_score": num(r.neighbour_score),
+             **({"confidence": num(r.confidence, 4), "variability": num(r.variability, 4)}
+                if dyn else {})}
             for r in t.itertuples(index=False)]
 
 

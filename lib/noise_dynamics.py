@@ -29,9 +29,9 @@ from lib.training import jobs, runfiles
 from lib.workspace import Workspace
 
 CARTOGRAPHY = noise.CARTOGRAPHY
-OOF, DYN, BOTH = "out-of-fold", "training dynamics", "both"
+OOF, DYN = "out-of-fold", "training dynamics"
 COLS = ["query_id", "doc_id", "line", "label", "fold", "oof_score", "baseline_score",
-        "rank_in_query", "strength", "reason", "flag_rank"]
+        "rank_in_query", "strength", "reason", "flag_rank", "neighbour_score", "source"]
 
 
 def _run_row(ws: Workspace, run_id: str) -> tuple[str, str, str]:
@@ -90,27 +90,38 @@ def merge_flags(dyn: pd.DataFrame, oof: pd.DataFrame | None) -> pd.DataFrame:
                                rank_in_query=d["dyn_rank"], oof_strength=np.nan,
                                oof_reason=None)
     else:
-        o = oof.rename(columns={"strength": "oof_strength", "reason": "oof_reason"})
+        o = oof.rename(columns={"strength": "oof_strength", "reason": "oof_reason",
+                                "source": "oof_source"})
+        if "oof_source" not in o:
+            o["oof_source"] = None
+        o["oof_source"] = o["oof_source"].fillna(OOF)  # rows of jobs made before sources
         o = o[[*keys, "label", "fold", "oof_score", "baseline_score", "rank_in_query",
-               "oof_strength", "oof_reason"]]
+               "oof_strength", "oof_reason", "oof_source"]]
         out = o.merge(d[d_cols].drop(columns=["label"]), on=keys,
-                      how="outer")
-        only_dyn = out["oof_score"].isna()
-        lab = d.set_index(keys)["label"]
-        out.loc[only_dyn, "label"] = [lab[k] for k in
-                                      out.loc[only_dyn, keys].itertuples(index=False, name=None)]
-        out.loc[only_dyn, "fold"] = -1
-        out.loc[only_dyn, "oof_score"] = out.loc[only_dyn, "dyn_score"]
-        out.loc[only_dyn, "rank_in_query"] = out.loc[only_dyn, "dyn_rank"]
+                      how="outer", indicator=True)
+        only_dyn = (out.pop("_merge") == "right_only").to_numpy()
+        if only_dyn.any():
+            lab = d.set_index(keys)["label"]
+            out.loc[only_dyn, "label"] = [
+                lab[k] for k in out.loc[only_dyn, keys].itertuples(index=False, name=None)]
+            out.loc[only_dyn, "fold"] = -1
+            out.loc[only_dyn, "oof_score"] = out.loc[only_dyn, "dyn_score"]
+            out.loc[only_dyn, "rank_in_query"] = out.loc[only_dyn, "dyn_rank"]
     a = out["oof_strength"] / noise.STRONG
     b = out["dyn_strength"] / dynamics.STRONG
     out["strength"] = a.fillna(0) + b.fillna(0)
     out.loc[a.isna() & b.isna(), "strength"] = np.nan
-    out["source"] = np.select([a.notna() & b.notna(), a.notna(), b.notna()], [BOTH, OOF, DYN],
-                              default=None)
-    out["reason"] = [
-        "; ".join(f"{src}: {r}" for src, r in ((OOF, ro), (DYN, rd)) if isinstance(r, str))
-        or None for ro, rd in zip(out["oof_reason"], out["dyn_reason"], strict=True)]
+    src = (out["oof_source"].fillna(OOF) if "oof_source" in out
+           else pd.Series(OOF, index=out.index))
+    out["source"] = np.select([a.notna() & b.notna(), a.notna(), b.notna()],
+                              [src + " + " + DYN, src, DYN], default=None)
+    out.loc[out["source"].isna(), "source"] = None
+    out["reason"] = [  # a combined job's reasons already name their sources
+        "; ".join(r if " + " in s_ else f"{s_}: {r}"
+                  for s_, r in ((so, ro), (DYN, rd)) if isinstance(r, str)) or None
+        for so, ro, rd in zip(src, out["oof_reason"], out["dyn_reason"], strict=True)]
+    if "neighbour_score" not in out:
+        out["neighbour_score"] = np.nan
     out["label"] = out["label"].astype(int)
     out["fold"] = out["fold"].astype(int)
     out["rank_in_query"] = out["rank_in_query"].astype(int)
@@ -168,8 +179,8 @@ def create_job_from_run(ws: Workspace, run_id: str, *, dataset: str | None = Non
                     [job_id, dataset_id, split_id, json.dumps(opts), runfiles.FINISHED,
                      len(table), n_flagged])
         db.register(con, "dyn_flags_df", table)
-        con.execute(f"INSERT INTO noise_pairs SELECT ?, {', '.join(COLS)} FROM dyn_flags_df",
-                    [job_id])
+        con.execute(f"INSERT INTO noise_pairs (job_id, {', '.join(COLS)}) SELECT ?, "
+                    f"{', '.join(COLS)} FROM dyn_flags_df", [job_id])
         con.unregister("dyn_flags_df")
     return job_id
 

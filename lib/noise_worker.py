@@ -1,9 +1,11 @@
 """The label-noise worker: `python -m lib.noise_worker JOB_DIR`.
 
 Detached like the training worker (own session, output to JOB_DIR/worker.log). It reads
-options.json and pairs.jsonl, trains one cross-encoder per fold on the other folds, scores the
-held-out fold and appends the scores to scores.jsonl; status.json tells the app where it is. It
-never opens the database. A stop request (stop.json or SIGTERM) ends it at the next step.
+options.json and pairs.jsonl; for model evidence it trains one cross-encoder per fold on the
+other folds and scores the held-out fold, for neighbour evidence it embeds the documents and
+compares each with its query's other labelled documents; the scores go to scores.jsonl;
+status.json tells the app where it is. It never opens the database. A stop request (stop.json
+or SIGTERM) ends it at the next step.
 """
 
 from __future__ import annotations
@@ -139,6 +141,18 @@ def oof_scores(pairs: pd.DataFrame, opts: dict, flag=None, on_fold=None,
     return pd.concat(parts, ignore_index=True)
 
 
+def neighbour_scores(pairs: pd.DataFrame, opts: dict) -> pd.DataFrame:
+    """lib.noise_neighbours.consistency of `pairs` (keys + sim_relevant, sim_nonrelevant,
+    neighbour_score), documents embedded by the job's neighbour model."""
+    from lib.noise_neighbours import consistency, document_embeddings
+
+    device = None if opts.get("device", "auto") == "auto" else opts["device"]
+    emb = document_embeddings(list(pairs["document"]), opts.get("neighbour_model") or "biencoder",
+                              device=device)
+    p = pairs.reset_index(drop=True)
+    return pd.concat([p[["query_id", "doc_id", "line"]], consistency(p, emb)], axis=1)
+
+
 def run(job_dir: Path, flag) -> dict:
     opts = json.loads((job_dir / "options.json").read_text(encoding="utf-8"))
     pairs = pd.read_json(job_dir / "pairs.jsonl", lines=True,
@@ -155,7 +169,16 @@ def run(job_dir: Path, flag) -> dict:
                                detail=f"fold {fold + 1} of {k}: {phase} {n} pairs",
                                elapsed_s=round(time.time() - t0, 1))
 
-    scored = oof_scores(pairs, opts, flag, on_fold, work_dir=job_dir)
+    evidence = opts.get("evidence", "models")  # jobs made before neighbours: models only
+    if evidence in ("models", "both"):
+        scored = oof_scores(pairs, opts, flag, on_fold, work_dir=job_dir)
+    else:
+        scored = pairs[["query_id", "doc_id", "line", "label", "fold"]].assign(oof_score=None)
+    if evidence in ("neighbours", "both"):
+        runfiles.update_status(job_dir, phase="neighbours",
+                               detail=f"embedding {len(pairs)} documents",
+                               elapsed_s=round(time.time() - t0, 1))
+        scored = scored.merge(neighbour_scores(pairs, opts), on=["query_id", "doc_id", "line"])
     bi = os.environ.get("RERANKER_STUDIO_BAR_BIENCODER", "").strip()
     if opts.get("baseline") and bi.lower() != "none":
         runfiles.update_status(job_dir, phase="baseline", detail="zero-shot bi-encoder cosine")

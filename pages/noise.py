@@ -1,4 +1,5 @@
-"""Noise: pairs out-of-fold models disagree with, reviewed and fixed in a new version."""
+"""Noise: pairs their neighbours or out-of-fold models disagree with, reviewed and fixed in a
+new version."""
 
 import streamlit as st
 
@@ -14,11 +15,13 @@ require_entry()
 
 ws = resolve_workspace()
 st.title("Label noise")
-st.caption("Cross-encoders trained on the other folds score each training pair they never saw; "
-           "a pair labelled not relevant that they rank above the query's positives (or a "
-           "relevant one at the bottom) is flagged, strongest first. Flags are suggestions: "
-           "about half of automatic flags turn out to be right labels. Decisions make a NEW "
-           "dataset version with a change log; the original stays as it is.")
+st.caption("Two kinds of evidence, each read inside a query: its NEIGHBOURS (a pair labelled "
+           "not relevant whose document is like the query's other relevant documents, or a "
+           "relevant one that looks like the non-relevant ones) and out-of-fold MODELS "
+           "(cross-encoders trained on the other folds rank a pair they never saw against its "
+           "label). Flagged pairs are listed strongest first. Flags are suggestions: about half "
+           "of automatic flags turn out to be right labels. Decisions make a NEW dataset "
+           "version with a change log; the original stays as it is.")
 
 # ---- Find ----------------------------------------------------------------------------------------
 all_ds = datasets.list_datasets(ws)
@@ -32,6 +35,15 @@ with st.expander("Find likely label errors", expanded=False):
         folds = c2.number_input("Folds", 2, 10, 2, key="noise_folds")
         quick = c3.toggle("Quick (800 pairs, max length 128)", value=True, key="noise_quick")
         model = c4.text_input("Base model", value="default", key="noise_model")
+        evidence = st.selectbox(
+            "Evidence", list(noise.EVIDENCE), key="noise_evidence",
+            format_func={"neighbours": "neighbours (seconds, no training)",
+                         "both": "neighbours + out-of-fold models",
+                         "models": "out-of-fold models only"}.get,
+            help="Neighbours: the documents are embedded by the bundled zero-shot bi-encoder "
+                 "and each pair is compared with its query's other labelled documents. On the "
+                 "demo with 5% planted flips it ranked them far better than the models "
+                 "(bench/noise.py). Folds, quick, base model and teacher apply to the models.")
         teacher = st.selectbox(
             "Fold models distil first", ["none", "biencoder"], key="noise_teacher",
             help="biencoder: each fold model first learns the zero-shot bi-encoder's scores on "
@@ -41,7 +53,8 @@ with st.expander("Find likely label errors", expanded=False):
             try:
                 job = noise.create_job(ws, ds_name, noise.NoiseOptions(
                     folds=int(folds), quick=bool(quick), base_model=app_model_spec(model, ws),
-                    distill_teacher=None if teacher == "none" else teacher))
+                    distill_teacher=None if teacher == "none" else teacher,
+                    evidence=evidence))
                 st.session_state["noise_job"] = job
                 st.success(f"Started noise job {esc(job)}.")
             except (ValueError, LookupError, FileNotFoundError) as exc:
@@ -124,7 +137,7 @@ if carto is not None and not carto.empty:
                "easy; the right-hand side is ambiguous. For pairs only the run scored, "
                "oof_score is the run's mean probability of relevance (not out of fold).")
 keys = pick_pairs(table, ["flag_rank", "query_id", "doc_id", "label", "source", "oof_score",
-                          "rank_in_query", "strength",
+                          "neighbour_score", "rank_in_query", "strength",
                           *(["confidence", "variability"] if "confidence" in table else []),
                           "reason", "decision", "new_label", "query", "document"],
                   key="noise", noun="flagged", order="strongest")

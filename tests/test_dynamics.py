@@ -84,7 +84,8 @@ def test_merged_list_names_sources_and_adds_strengths():
                        reason=["oof says a", "oof says b", None, None])
     out = noise_dynamics.merge_flags(dyn, oof.iloc[:2])  # q2 was not in the out-of-fold job
     got = out.set_index("doc_id")
-    assert got.loc["b", "source"] == "both" and got.loc["a", "source"] == "out-of-fold"
+    assert got.loc["b", "source"] == "out-of-fold + training dynamics"
+    assert got.loc["a", "source"] == "out-of-fold"
     b_dyn = dyn.set_index("doc_id").loc["b", "strength"]
     # strengths in units of each source's "strong" threshold, summed where both flag
     assert got.loc["b", "strength"] == pytest.approx(0.4 / noise.STRONG
@@ -95,6 +96,21 @@ def test_merged_list_names_sources_and_adds_strengths():
     assert got.loc["c", "oof_score"] == pytest.approx(0.95)  # the run's mean probability
     assert list(out["flag_rank"].dropna()) == [1, 2]
     assert list(out["doc_id"][:2]) == ["b", "a"]
+
+
+def test_merging_a_neighbours_job_keeps_its_rows_and_names_it():
+    """A neighbours-only job has no out-of-fold score: its rows are still its own, not
+    dynamics-only rows, and its flags say 'neighbours'."""
+    dyn = dynamics.flag_dynamics(dynamics.cartography(PAIRS, PROBS))
+    nb = PAIRS.assign(fold=[0, 0, 1, 1], oof_score=np.nan, baseline_score=np.nan,
+                      rank_in_query=[2, 1, 1, 2], strength=[1.5, 0.4, np.nan, np.nan],
+                      reason=["like the relevant ones", "like them too", None, None],
+                      source=["neighbours", "neighbours", None, None])
+    got = noise_dynamics.merge_flags(dyn, nb).set_index("doc_id")
+    assert got.loc["a", "source"] == "neighbours" and got.loc["a", "fold"] == 0
+    assert got.loc["b", "source"] == "neighbours + training dynamics"
+    assert got.loc["b", "reason"].startswith("neighbours: like them too; training dynamics: ")
+    assert got.loc["a", "rank_in_query"] == 2  # the job's own order, not the run's
 
 
 # ---- a real run of the tiny model records its dynamics ------------------------------------------

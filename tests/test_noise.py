@@ -178,16 +178,21 @@ def test_relabel_refuses_bad_decisions(workspace, tmp_path):
 def test_cli_noise_runs_the_worker_and_prints_the_flags(workspace, tmp_path, tiny_model):
     demo_subset(workspace, tmp_path)
     rc, out = run_cli("noise", "demo12", "--folds", "3", "--quick", "--model", str(tiny_model),
-                      "--max-length", "48", "--json", "--workspace", str(workspace.root))
+                      "--max-length", "48", "--evidence", "both", "--json", "--workspace",
+                      str(workspace.root))
     assert rc == 0, out
     res = json.loads(out)
     assert set(res) == {"job_id", "flagged", "pairs_scored"}
     train = split.load_split_pairs(workspace, "demo12").query("split == 'train'")
     assert res["pairs_scored"] == len(train)  # every training pair, none of validation
     assert res["flagged"], "some pairs are always out of order under an untrained model"
-    for f in res["flagged"]:
+    for f in res["flagged"]:  # the keys, plus who flagged it and the neighbour score
         assert set(f) == {"query_id", "doc_id", "label", "oof_score", "rank_in_query",
-                          "reason", "strength"}
+                          "reason", "strength", "source", "neighbour_score"}
+        assert f["oof_score"] is not None and f["neighbour_score"] is not None  # evidence: both
+        assert f["source"] in ("out-of-fold", "neighbours", "neighbours + out-of-fold")
+        if f["source"] == "neighbours + out-of-fold":
+            assert "neighbours: " in f["reason"] and "out-of-fold: " in f["reason"]
     strengths = [f["strength"] for f in res["flagged"]]
     assert strengths == sorted(strengths, reverse=True) and min(strengths) > 0
     job_dir = noise.job_dir(workspace, res["job_id"])
@@ -251,7 +256,8 @@ def test_stop_ends_the_job_and_it_says_stopped(workspace, tmp_path, tiny_model):
 
     demo_subset(workspace, tmp_path)
     job = noise.create_job(workspace, "demo12", noise.NoiseOptions(
-        folds=2, base_model=str(tiny_model), max_length=48, epochs=50, cpu_threads=1))
+        folds=2, base_model=str(tiny_model), max_length=48, epochs=50, cpu_threads=1,
+        evidence="models"))
     wait_until(lambda: noise.job_status(workspace, job).get("phase") == "training", 120)
     assert noise.request_stop(workspace, job) == "stopping"
     status = noise.wait_job(workspace, job, timeout_s=90)
@@ -269,12 +275,14 @@ def test_page_starts_a_job_whose_fold_models_distil_the_chosen_teacher(workspace
     root = noise.__file__.rsplit("/lib/", 1)[0]
     at = AppTest.from_file(f"{root}/pages/noise.py", default_timeout=60).run()
     assert at.selectbox(key="noise_teacher").value == "none"
+    assert at.selectbox(key="noise_evidence").value == "neighbours"  # the measured default
     at.selectbox(key="noise_teacher").set_value("biencoder").run()
+    at.selectbox(key="noise_evidence").set_value("both").run()
     at.button(key="noise_go").click().run()
     assert not at.exception and not at.error
     job = noise.list_jobs(workspace).loc[0, "job_id"]
     opts = json.loads((noise.job_dir(workspace, job) / noise.OPTIONS).read_text())
-    assert opts["distill_teacher"] == "biencoder"
+    assert opts["distill_teacher"] == "biencoder" and opts["evidence"] == "both"
 
 
 # ---- the page -----------------------------------------------------------------------------------
