@@ -476,7 +476,8 @@ def flags_table(ws: Workspace, job_id: str, only_flagged: bool = True) -> pd.Dat
 
 
 def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
-    """All of one query's scored pairs (the context of a flag), in the model's order."""
+    """All of one query's scored pairs (the context of a flag), in the job's order: the fold
+    models' when they scored, else the neighbour score's."""
     with db.connect(ws) as con:
         return con.execute(
             "SELECT n.rank_in_query, n.doc_id, n.label, n.oof_score, n.neighbour_score, "
@@ -489,7 +490,8 @@ def query_pairs(ws: Workspace, job_id: str, query_id: str) -> pd.DataFrame:
 
 
 def flagged_json(ws: Workspace, job_id: str) -> list[dict[str, Any]]:
-    """The CLI's `flagged` list: exactly the keys the issue names."""
+    """The CLI's `flagged` list: the keys the issue names, plus `source` and `neighbour_score`
+    (`oof_score` is None when no fold model scored)."""
     t = flags_table(ws, job_id)
     dyn = "confidence" in t  # a job built from training dynamics: the map too
 

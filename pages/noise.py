@@ -162,7 +162,8 @@ if qids:
     qtext = dict(zip(table["query_id"], table["query"], strict=True))
     qid = st.selectbox("Query", qids, key="noise_query",
                        format_func=lambda q: f"{q}: {qtext[q][:120]}")
-    st.markdown(f"**{esc(qtext[qid])}** - every scored pair of this query, in the model's order")
+    st.markdown(f"**{esc(qtext[qid])}** - every scored pair of this query, in the order of the "
+                "fold models (or, without them, of the neighbour score)")
     st.dataframe(noise.query_pairs(ws, job_id, qid), hide_index=True, width="stretch")
 
 # ---- Apply ---------------------------------------------------------------------------------------
