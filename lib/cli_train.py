@@ -29,7 +29,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="fine-tune a cross-encoder on a dataset")
     p.add_argument("--dataset", required=True, help="dataset id or name")
     p.add_argument("--preset", choices=list(PRESETS),
-                   help="start from a preset (then --config, then --set override it)")
+                   help="start from a preset (then --config, then --set override it); without "
+                        "--preset or --config, the Train page's default: 'CPU recommended' "
+                        "(no GPU) or 'GPU full'")
     p.add_argument("--config", help="YAML or JSON file of config keys (a run's config.yaml works)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set learning_rate=2e-5 (repeatable)")
@@ -191,6 +193,10 @@ def _finish(args, run_id: str, status: dict[str, Any]) -> int:
 
 
 def cmd_train(args, ws: Workspace) -> int:
+    if not args.preset and not args.config:  # the same starting point as the Train page
+        args.preset = jobs.default_preset()
+        print(f"preset: {args.preset} (the default here; --preset to choose another)",
+              file=sys.stderr)
     cfg = config_from_args(args)
     from lib import db
     from lib.datasets import resolve_dataset

@@ -14,8 +14,6 @@ from lib.models import DEFAULT_MODEL_LABEL, app_model_spec
 from lib.textsafe import escape_markdown as esc
 from lib.training import jobs, runfiles
 from lib.training.config import (
-    DEFAULT_CPU_PRESET,
-    DEFAULT_GPU_PRESET,
     LOSSES,
     PRESET_NOTES,
     PRESETS,
@@ -69,7 +67,7 @@ ids = list(table["dataset_id"])
 names = dict(zip(table["dataset_id"], table["name"], strict=True))
 c1, c2 = st.columns([2, 1])
 dataset_id = c1.selectbox("Dataset", ids, format_func=lambda i: f"{names[i]} ({i})")
-default_preset = DEFAULT_GPU_PRESET if jobs.visible_gpus() else DEFAULT_CPU_PRESET
+default_preset = jobs.default_preset()
 preset_name = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(default_preset))
 st.caption(f"**{preset_name}**: {PRESET_NOTES[preset_name]}")
 

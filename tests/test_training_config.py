@@ -15,8 +15,11 @@ from lib import cli
 from lib.bootstrap import load_demo
 from lib.training import jobs, runfiles
 from lib.training.config import (
+    DEFAULT_CPU_PRESET,
+    DEFAULT_GPU_PRESET,
     PRESETS,
     ConfigError,
+    TrainConfig,
     build_config,
     config_warnings,
     is_oom,
@@ -362,3 +365,33 @@ def test_distil_preset_and_cold_start_fields():
     assert build_config({"cold_start": "on", "head_learning_rate": 2e-3}).head_learning_rate == 2e-3
     with pytest.raises(ConfigError, match="cold_start"):
         build_config({"cold_start": "maybe"})
+
+
+def test_cli_train_without_a_preset_starts_from_the_train_pages_default(
+        workspace, fake_launch, tiny_model, capsys, monkeypatch, tmp_path):
+    """`train --dataset X` gets the recipe the page offers (measured to beat the bar on CPU),
+    not TrainConfig's bare defaults; a --config file is taken as it is."""
+    load_demo(workspace)
+    rc = cli.main(["train", "--dataset", "cranfield-demo", "--set", f"base_model={tiny_model}",
+                   "--detach", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "preset: CPU recommended" in captured.err
+    run_id = json.loads(captured.out.strip().splitlines()[-1])["run_id"]
+    got = runfiles.read_json(jobs.run_dir_of(workspace, run_id) / runfiles.CONFIG)
+    want = preset(DEFAULT_CPU_PRESET)
+    for key in ("learning_rate", "batch_size", "max_length", "epochs", "distill_teacher",
+                "distill_pseudo_queries"):
+        assert got[key] == getattr(want, key), key
+    assert got["base_model"] == str(tiny_model)  # --set still wins
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"base_model": str(tiny_model)}))
+    rc = cli.main(["train", "--dataset", "cranfield-demo", "--config", str(cfg_file),
+                   "--detach", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "preset:" not in captured.err
+    run_id = json.loads(captured.out.strip().splitlines()[-1])["run_id"]
+    got = runfiles.read_json(jobs.run_dir_of(workspace, run_id) / runfiles.CONFIG)
+    assert got["learning_rate"] == TrainConfig().learning_rate
+    monkeypatch.setattr(jobs, "visible_gpus", lambda: ("0",))
+    assert jobs.default_preset() == DEFAULT_GPU_PRESET

@@ -73,6 +73,14 @@ class CreatedRun:
 
 
 # ---- devices ------------------------------------------------------------------------------------
+def default_preset() -> str:
+    """The preset a new run starts from unless the user picks one (Train page and CLI alike):
+    the measured CPU recipe without a GPU, the full GPU one with one."""
+    from lib.training.config import DEFAULT_CPU_PRESET, DEFAULT_GPU_PRESET
+
+    return DEFAULT_GPU_PRESET if visible_gpus() else DEFAULT_CPU_PRESET
+
+
 @functools.cache
 def visible_gpus() -> tuple[str, ...]:
     """CUDA device ids this process may hand out (respects CUDA_VISIBLE_DEVICES)."""
