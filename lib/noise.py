@@ -309,8 +309,6 @@ def create_job(ws: Workspace, dataset: str, options: NoiseOptions | None = None,
 
 def launch_job(ws: Workspace, job_id: str) -> dict[str, Any]:
     """Detached (own session, output to worker.log), pid + start time recorded, as training."""
-    import psutil
-
     d = job_dir(ws, job_id)
     (d / runfiles.STOP).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "lib.noise_worker", str(d)]
@@ -324,11 +322,7 @@ def launch_job(ws: Workspace, job_id: str) -> dict[str, Any]:
                                 cwd=str(jobs.PROJECT_ROOT), env=jobs.worker_env(ws, gpus),
                                 close_fds=True)
     jobs._children[proc.pid] = proc  # reaped by jobs.process_alive, as training workers are
-    try:
-        create_time = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:
-        create_time = 0.0
-    info = {"pid": proc.pid, "pgid": proc.pid, "create_time": create_time, "argv": argv,
+    info = {"pid": proc.pid, "pgid": proc.pid, **jobs.process_identity(proc.pid), "argv": argv,
             "gpus": gpus, "launcher": "python", "launched_at": runfiles.now_iso()}
     runfiles.write_json_atomic(d / runfiles.PID, info)
     _set_status(ws, job_id, runfiles.STARTING)

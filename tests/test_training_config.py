@@ -158,19 +158,26 @@ def test_recycled_pid_is_not_our_worker():
 
 
 def test_a_clock_adjustment_does_not_make_a_live_worker_dead():
-    """create_time moves with the wall clock (boot time is re-read): the launched command still
-    identifies the worker; a different command with a shifted start does not."""
-    argv = [sys.executable, "-c", "import time; time.sleep(30)"]
-    proc = subprocess.Popen(argv)
+    """create_time moves with the wall clock (boot time is re-read): the kernel's start tick
+    still identifies the worker; a process that started at another tick is not ours."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        shifted = psutil.Process(proc.pid).create_time() + 1.0  # btime flipped by a second
-        assert jobs.process_alive({"pid": proc.pid, "create_time": shifted, "argv": argv})
-        assert not jobs.process_alive({"pid": proc.pid, "create_time": shifted,
-                                       "argv": [*argv[:-1], "something else"]})
+        ident = jobs.process_identity(proc.pid)
+        # the same instant psutil reports, in ticks since boot
+        since_boot = ident["start_ticks"] / os.sysconf("SC_CLK_TCK")
+        assert abs(psutil.boot_time() + since_boot - ident["create_time"]) < 1.5
+        shifted = ident["create_time"] + 1.0  # btime flipped by a second
+        assert jobs.process_alive({"pid": proc.pid, "create_time": shifted,
+                                   "start_ticks": ident["start_ticks"]})
+        assert not jobs.process_alive({"pid": proc.pid, "create_time": ident["create_time"],
+                                       "start_ticks": ident["start_ticks"] - 1})
+        # a pid file written before start ticks were recorded: create_time decides
+        assert jobs.process_alive({"pid": proc.pid, "create_time": ident["create_time"]})
         assert not jobs.process_alive({"pid": proc.pid, "create_time": shifted})
     finally:
         proc.kill()
         proc.wait()
+    assert not jobs.process_alive({"pid": proc.pid, **ident})
 
 
 def test_missing_model_path_fails_before_anything_is_written(workspace):

@@ -149,21 +149,42 @@ def _reap(pid: int) -> int | None:
     return rc
 
 
+def start_ticks(pid: int) -> int | None:
+    """When the kernel started the process, in clock ticks since boot (/proc/PID/stat field 22).
+    psutil's create_time adds /proc/stat's boot time, re-read on every call, which moves when
+    the clock is adjusted (NTP): a full test run saw a live worker read as dead that way. The
+    tick count never moves; None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])  # fields after "(comm)" start at 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """What tells this process apart from a later one given the same pid."""
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:  # exited at once; status detection reports it
+        create_time = 0.0
+    return {"create_time": create_time, "start_ticks": start_ticks(pid)}
+
+
 def process_alive(info: dict[str, Any] | None) -> bool:
-    """True when the recorded pid runs AND is the process we launched (no recycled pid): it
-    started when we launched it, or it runs the exact command we launched. The command is the
-    fallback because psutil's create_time adds /proc/stat's whole-second boot time, which moves
-    when the clock is adjusted (NTP): a full test run saw a live worker read as dead that way."""
+    """True when the recorded pid runs AND is the process we launched (no recycled pid): same
+    kernel start tick, or where that was not recorded, the same create_time within 0.5 s."""
     if not info or not info.get("pid"):
         return False
     pid = int(info["pid"])
     _reap(pid)
     try:
         proc = psutil.Process(pid)
-        if (abs(proc.create_time() - float(info.get("create_time", 0))) > 0.5
-                and (not info.get("argv") or proc.cmdline() != list(info["argv"]))):
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
+        ticks = start_ticks(pid) if info.get("start_ticks") is not None else None
+        if ticks is not None:
+            ours = ticks == int(info["start_ticks"])
+        else:
+            ours = abs(proc.create_time() - float(info.get("create_time", 0))) <= 0.5
+        return ours and proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
@@ -366,11 +387,7 @@ def launch(ws: Workspace, run_id: str, gpu_ids: list[str] | None = None,
         )
     _children[proc.pid] = proc
     _exit_codes.pop(proc.pid, None)
-    try:
-        create_time = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:  # exited at once; status detection reports it
-        create_time = 0.0
-    info = {"pid": proc.pid, "pgid": proc.pid, "create_time": create_time, "argv": argv,
+    info = {"pid": proc.pid, "pgid": proc.pid, **process_identity(proc.pid), "argv": argv,
             "gpus": gpu_ids, "launcher": "torchrun" if len(gpu_ids) > 1 else "python",
             "launched_at": runfiles.now_iso(), "resume": resume}
     runfiles.write_json_atomic(run_dir / runfiles.PID, info)
