@@ -33,6 +33,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args, ws: Workspace) -> int:
+    if not args.preset and not args.config:  # the same base as the Experiments page
+        args.preset = jobs.default_sweep_preset()
+        print(f"base preset: {args.preset} (the default for sweeps here; --preset to choose "
+              "another)", file=sys.stderr)
     base = config_from_args(args)
     grid = parse_grid(args.grid)
     plan = sweeps.plan_sweep(ws, args.dataset, base, grid, args.quick)

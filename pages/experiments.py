@@ -45,7 +45,8 @@ with st.expander("New sweep", expanded=ds_table.empty is False and all_runs.empt
         names = dict(zip(ds_table["dataset_id"], ds_table["name"], strict=True))
         c1, c2 = st.columns(2)
         dataset = c1.selectbox("Dataset (its active split)", list(names), format_func=names.get)
-        preset_name = c2.selectbox("Base settings", list(PRESETS), index=1)
+        preset_name = c2.selectbox("Base settings", list(PRESETS),
+                                   index=list(PRESETS).index(jobs.default_sweep_preset()))
         base_model = st.text_input("Base model", "default",
                                    help="'default' (bundled, offline), a local path or a hub id")
         g1, g2, g3 = st.columns(3)

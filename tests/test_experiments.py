@@ -99,6 +99,25 @@ def test_2x2_sweep_runs_through_the_queue_to_a_correct_table(sweep_ws, tiny_mode
     assert plan.seconds_each[1] > plan.seconds_each[0]
 
 
+def test_sweep_cli_without_a_preset_starts_from_the_experiments_pages_base(
+        sweep_ws, tmp_path, capsys, monkeypatch):
+    """Not TrainConfig's bare defaults (512 tokens, every pair: hours per point on a CPU)."""
+    seen = {}
+
+    def plan(ws, dataset, base, grid, quick=False):
+        seen["base"] = base
+        return sweeps.SweepPlan([], [], "none", 0, 0, quick)
+
+    monkeypatch.setattr(sweeps, "plan_sweep", plan)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("learning_rate: [2.0e-5, 5.0e-5]\n")
+    assert main(["sweep", "--workspace", str(sweep_ws.root), "--dataset", "cranfield-demo",
+                 "--grid", str(grid), "--dry-run"]) == 0
+    assert "base preset: CPU quick" in capsys.readouterr().err
+    base = seen["base"]
+    assert (base.max_length, base.max_train_pairs, base.device) == (128, 1200, "cpu")
+
+
 def test_cancelling_a_sweep_cancels_queued_runs_and_keeps_finished(sweep_ws, tiny_model):
     base = build_config({**TINY, "base_model": str(tiny_model)})
     sweep = sweeps.launch_sweep(sweep_ws, "cranfield-demo", base,

@@ -81,6 +81,12 @@ def default_preset() -> str:
     return DEFAULT_GPU_PRESET if visible_gpus() else DEFAULT_CPU_PRESET
 
 
+def default_sweep_preset() -> str:
+    """A sweep's base unless the user picks one (Experiments page and CLI alike): a grid is many
+    what-ifs, so the fast preset for the hardware, not the long default recipe."""
+    return "GPU throughput" if visible_gpus() else "CPU quick"
+
+
 @functools.cache
 def visible_gpus() -> tuple[str, ...]:
     """CUDA device ids this process may hand out (respects CUDA_VISIBLE_DEVICES)."""
