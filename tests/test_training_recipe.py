@@ -155,7 +155,14 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     assert any(r["kind"] == "train" for r in records)  # then the label phase ran
     shown = cold.recipe_summary(status["recipe"], distilled)  # the Train page's line
     assert "head learning rate 0.001" in shown and "from 'biencoder'" in shown
-    assert f"{n_corpus} of them corpus documents" in shown
+    pseudo_corpus = sum(1 for line in (created.run_dir / "data" / "distill_corpus.jsonl")
+                        .read_text().splitlines()
+                        if json.loads(line)["query_id"].startswith("pseudo:"))
+    n_pseudo = sum(1 for s in scores if s["query_id"].startswith("pseudo:"))
+    assert (distilled["pseudo_queries"], distilled["pseudo_pairs"]) == (6, n_pseudo)
+    assert n_pseudo == pseudo_corpus + 5 * 6  # its top corpus documents and 5 sampled ones
+    assert (f"({n_corpus - pseudo_corpus} corpus documents of training queries, "
+            f"{n_pseudo} for 6 pseudo-queries)") in shown
 
 
 def test_distillation_corpus_adds_top_documents_of_training_queries_only(workspace, tiny_model):

@@ -173,9 +173,15 @@ def run_distillation(model, train: pd.DataFrame, cfg, run_dir: Path, *, teacher:
                                   loss=MSELoss(model), callbacks=[_Log()])
     output = trainer.train()
     after = mse_against(model, probe, probe_targets, cfg.eval_batch_size)
+    pseudo = pairs["query_id"].astype(str).str.startswith(distill_corpus.PSEUDO_PREFIX)
     result = {"teacher": teacher, "pairs": len(pairs),
               "queries": int(pairs["query_id"].nunique()), "epochs": cfg.distill_epochs,
               "corpus_pairs": 0 if from_corpus is None else len(from_corpus),
+              "pseudo_queries": int(pairs.loc[pseudo, "query_id"].nunique()),
+              "pseudo_pairs": int(pseudo.sum()),
+              "pseudo_corpus_pairs": 0 if from_corpus is None else int(
+                  from_corpus["query_id"].astype(str)
+                  .str.startswith(distill_corpus.PSEUDO_PREFIX).sum()),
               "mse_before": round(before, 4), "mse_after": round(after, 4),
               "train_loss": output.metrics.get("train_loss"),
               "seconds": round(output.metrics.get("train_runtime", 0.0), 1)}

@@ -177,9 +177,22 @@ def recipe_summary(recipe: dict[str, Any], distillation: dict[str, Any] | None =
     """One line for the Train page from status.json's `recipe` (and `distillation`) records."""
     text = Recipe(**recipe).summary()
     if distillation:
-        extra = (f", {distillation['corpus_pairs']} of them corpus documents"
-                 if distillation.get("corpus_pairs") else "")
-        text += (f"; distilled {distillation.get('pairs')} pairs{extra} from "
+        parts = _distilled_parts(distillation)
+        text += (f"; distilled {distillation.get('pairs')} pairs{parts} from "
                  f"{distillation.get('teacher')!r} (MSE against the teacher "
                  f"{distillation.get('mse_before')} -> {distillation.get('mse_after')})")
     return text
+
+
+def _distilled_parts(d: dict[str, Any]) -> str:
+    """Where the distilled pairs came from: the top corpus documents of training queries, and
+    pseudo-queries (their corpus documents and sampled ones), counted apart."""
+    corpus, pseudo = int(d.get("corpus_pairs") or 0), int(d.get("pseudo_pairs") or 0)
+    parts = []
+    if pseudo:  # a pseudo-query's pairs: its top corpus documents and its sampled documents
+        pseudo_corpus = int(d.get("pseudo_corpus_pairs") or 0)
+        corpus -= pseudo_corpus
+        parts.append(f"{pseudo} for {d.get('pseudo_queries')} pseudo-queries")
+    if corpus:
+        parts.insert(0, f"{corpus} corpus documents of training queries")
+    return f" ({', '.join(parts)})" if parts else ""
