@@ -3,6 +3,7 @@ abstracts as the corpus, BM25-mined negatives, a short fine-tune, then retrieve-
 evaluation (BM25 top-k from the corpus, unjudged = not relevant) of the checkpoint against BM25.
 
     python bench/cranfield_positives.py [--top-k 30] [--preset "CPU quick"] [--set KEY=VALUE]
+        [--mine KEY=VALUE]
         [--fuse bm25] [--workspace DIR --run-id RUN]
 
 `--fuse B` also evaluates `fuse:checkpoint:RUN+B` (weight chosen on the validation queries' top-k
@@ -45,6 +46,8 @@ def main() -> None:
     ap.add_argument("--fuse", action="append", default=[], metavar="B",
                     help="also evaluate the checkpoint fused with this first stage")
     ap.add_argument("--run-id", help="skip mining and training: evaluate this run of --workspace")
+    ap.add_argument("--mine", action="append", default=[], metavar="KEY=VALUE",
+                    help="a mining option (lib.mining.MineOptions), e.g. negatives=15")
     args = ap.parse_args()
 
     from lib.workspace import resolve_workspace
@@ -57,7 +60,7 @@ def main() -> None:
         mined, trained = None, {"run_id": args.run_id}
         dataset = _run_dataset(ws, args.run_id)
     else:
-        mined = _mine(ws, args.raw)
+        mined = _mine(ws, args.raw, _mine_options(args.mine))
         dataset = mined.name
         trained = _train(ws, dataset, args.preset, args.set)
     run_id = trained["run_id"]
@@ -82,7 +85,23 @@ def main() -> None:
     print(json.dumps(result, default=str))
 
 
-def _mine(ws, raw: str):
+def _mine_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings as MineOptions fields, each cast to its default's type ('none': None)."""
+    from lib.mining import MineOptions
+
+    defaults = MineOptions(corpus="")
+    out = {}
+    for kv in pairs:
+        key, _, value = kv.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"--mine {kv}: MineOptions has no field {key!r}")
+        default = getattr(defaults, key)
+        out[key] = (None if value.lower() == "none"
+                    else type(default)(value) if default is not None else value)
+    return out
+
+
+def _mine(ws, raw: str, options: dict | None = None):
     from lib import corpora, mining, split
     from lib.demo_data import DEMO_DATASET_PATH, document_text, parse_documents
     from lib.ingest import ingest_file
@@ -99,7 +118,7 @@ def _mine(ws, raw: str):
     ingest_file(ws, tmp / "positives.jsonl", "cran-pos")
     split.make_split(ws, "cran-pos", val_frac=0.2, test_frac=0.2, seed=13)
     c = corpora.add_corpus(ws, tmp / "corpus.jsonl", "cran-docs")
-    mined = mining.mine(ws, "cran-pos", mining.MineOptions(corpus="cran-docs"))
+    mined = mining.mine(ws, "cran-pos", mining.MineOptions(corpus="cran-docs", **(options or {})))
     print(f"positives {len(positives)}, corpus {c.accepted} docs, mined {mined.to_json()}",
           file=sys.stderr, flush=True)
     return mined
