@@ -276,3 +276,53 @@ def test_distil_preset_distils_on_the_corpus_the_version_was_mined_from(workspac
     meta = json.loads((created.run_dir / "data" / "meta.json").read_text())
     assert meta["distill_corpus"]["corpus"] not in ("aero", own.name)
     assert any("no longer in the workspace" in w for w in created.warnings)
+
+
+def test_positives_only_validation_queries_are_ranked_among_their_corpus_top_k(
+        workspace, tmp_path, tiny_model):
+    """Mining never touches validation queries: on positives-only data each is left with its
+    positives alone, where NDCG@10 is 1.0 whatever the model. A run on the mined version adds each
+    such query's BM25 top-k from the corpus as label 0 (unjudged = not relevant), never a pair
+    labelled for it, and says so; a query with a labelled negative keeps its pairs as they are."""
+    import pandas as pd
+
+    from lib.evaluation.candidates import retrieve
+    from lib.training import jobs, validation_candidates
+    from lib.training.config import build_config
+
+    build(workspace, tmp_path)
+    mined = mining.mine(workspace, "pos", mining.MineOptions(corpus="aero", negatives=2))
+    cfg = build_config({"base_model": str(tiny_model), "max_length": 48, "device": "cpu",
+                        "validation_corpus_top_k": 5})
+    created = jobs.create_run(workspace, mined.name, cfg, enqueue=False)
+    data = created.run_dir / "data"
+    val = pd.read_json(data / "validation.jsonl", lines=True, dtype={"doc_id": str})
+    meta = json.loads((data / "meta.json").read_text())
+    assert sorted(val.loc[val["label"] > 0, "doc_id"]) == ["p8", "p9"]
+    added = val[val["label"] == 0]
+    queries = pd.Series({"q8": "plate vibration effect", "q9": "nozzle flow effect"})
+    top = retrieve(workspace, corpora.get_corpus(workspace, "aero"), "bm25", queries, 5)
+    for q, positive in (("q8", "p8"), ("q9", "p9")):
+        expected = [d for d in top.loc[top["query_id"] == q, "doc_id"] if d != positive]
+        assert sorted(added.loc[added["query_id"] == q, "doc_id"]) == sorted(expected)
+        assert 4 <= len(expected) <= 5
+    assert set(added["query"]) == set(queries)
+    assert meta["validation_corpus"] == {"corpus": "aero", "retriever": "bm25", "top_k": 5,
+                                         "pairs": len(added), "queries": 2}
+    assert meta["validation_pairs"] == len(val) == 2 + len(added)
+    assert any("2 validation queries have only relevant labelled documents" in w
+               for w in created.warnings)
+    train = pd.read_json(data / "train.jsonl", lines=True)
+    assert set(train["query_id"]) <= {f"q{i}" for i in range(8)}  # training data untouched
+
+    off = jobs.create_run(workspace, mined.name,
+                          cfg.model_copy(update={"validation_corpus_top_k": 0}), enqueue=False)
+    assert len(pd.read_json(off.run_dir / "data" / "validation.jsonl", lines=True)) == 2
+    assert json.loads((off.run_dir / "data" / "meta.json").read_text())["validation_corpus"] \
+        is None
+
+    judged = pd.DataFrame({"query_id": ["q8", "q8", "q9"], "doc_id": ["p8", "x1", "p9"],
+                           "query": ["plate vibration effect"] * 2 + ["nozzle flow effect"],
+                           "document": ["a", "b", "c"], "label": [1, 0, 1]})
+    extra = validation_candidates.corpus_candidates(workspace, judged, "aero", 5)
+    assert set(extra["query_id"]) == {"q9"}  # q8 has a labelled negative: left as it is

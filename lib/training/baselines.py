@@ -231,10 +231,20 @@ def run_verdict(ws, run_dir: Path, status: dict[str, Any]):
     return build_verdict(
         f"checkpoint:{run_dir.name}", best,
         {k: v.get("ndcg@10") for k, v in bar.items()},
-        where=f"validation split ({n_q} queries)",
+        where=f"validation split ({n_q} queries{_corpus_note(meta)})",
         untrained_head=bool(status.get("new_head", untrained)),
         start_value=(status.get("start") or {}).get("ndcg@10"),
         train_pairs=meta.get("train_pairs"), train_queries=meta.get("train_queries"),
         epochs=cfg.get("epochs"), check_findings=findings,
         win_caveat=RUN_WIN_CAVEAT,
     )
+
+
+def _corpus_note(meta: dict[str, Any]) -> str:
+    """Which candidates positives-only validation queries were ranked among, when it was not
+    only their labelled pairs (lib.training.validation_candidates)."""
+    vc = meta.get("validation_corpus")
+    if not vc:
+        return ""
+    return (f"; {vc['queries']} of them positives-only, ranked among their BM25 top "
+            f"{vc['top_k']} of corpus {vc['corpus']!r} too, unjudged = not relevant")

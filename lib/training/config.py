@@ -122,6 +122,12 @@ class TrainConfig(BaseModel):
         "test query), each with its top distill_corpus_top_k corpus documents. More queries to "
         "learn the teacher from than the labels give; needs a distillation corpus (0 = off)"
     )
+    validation_corpus_top_k: int = Field(
+        30, ge=0, le=1000, description="a validation query with only relevant labelled pairs "
+        "(positives-only data) also gets its BM25 top-k from the corpus the dataset was mined "
+        "from, unjudged documents counted as not relevant, as retrieve-then-rerank evaluation "
+        "scores them; otherwise its NDCG@10 only orders its positives (0 = off)"
+    )
     distill_docs_per_query: int = Field(
         10, ge=0, le=1000, description="training documents sampled per training query (seeded) "
         "on top of its own candidates, scored by the teacher"

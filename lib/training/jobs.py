@@ -272,6 +272,22 @@ def _auto_corpus(con, ds) -> tuple[str | None, str | None]:
                       "dataset's own documents instead")
 
 
+def _validation_with_corpus(ws: Workspace, val: pd.DataFrame, corpus: str | None,
+                            top_k: int) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The validation pairs plus the corpus candidates of positives-only queries
+    (lib.training.validation_candidates), and what was added; unchanged without a corpus."""
+    if not corpus or not top_k:
+        return val, None
+    from lib.training import validation_candidates
+
+    extra = validation_candidates.corpus_candidates(ws, val, corpus, top_k)
+    if extra.empty:
+        return val, None
+    added = {"corpus": corpus, "retriever": "bm25", "top_k": top_k, "pairs": len(extra),
+             "queries": int(extra["query_id"].nunique())}
+    return pd.concat([val, extra], ignore_index=True), added
+
+
 def create_run(
     ws: Workspace,
     dataset: str,
@@ -297,6 +313,7 @@ def create_run(
         auto = corpus == AUTO_CORPUS
         if auto:
             corpus, corpus_note = _auto_corpus(con, ds)
+        mined_corpus = _auto_corpus(con, ds)[0] if cfg.validation_corpus_top_k else None
     if sid is None:
         raise ValueError(f"dataset {ds.name!r} has no split yet: split it on the Data page or "
                          "with `reranker-studio split`")
@@ -313,12 +330,19 @@ def create_run(
     if not (val["label"] > 0).any():
         raise ValueError(f"the validation queries of split {sid} have no relevant document "
                          "(label > 0): NDCG@10 is undefined there")
+    val, val_corpus = _validation_with_corpus(ws, val, mined_corpus, cfg.validation_corpus_top_k)
     n_train_all = len(train)
     if cfg.max_train_pairs:
         train = subsample_queries(train, cfg.max_train_pairs, cfg.seed)
     warnings = config_warnings(cfg, n_train_all, extra_warnings, gpu_available=bool(visible_gpus()))
     if corpus_note:
         warnings.append(corpus_note)
+    if val_corpus:
+        warnings.append(
+            f"{val_corpus['queries']} validation queries have only relevant labelled documents: "
+            f"each also gets its BM25 top {val_corpus['top_k']} of corpus {val_corpus['corpus']!r} "
+            f"({val_corpus['pairs']} documents, unjudged = not relevant), so validation NDCG@10 "
+            "and the bar to beat measure reranking, not only the order of the positives")
     found, from_corpus = None, None
     if auto and corpus is None:  # the dataset's own documents (a corpus made once per dataset)
         corpus = corpus_from_dataset(ws, ds.dataset_id).name
@@ -350,7 +374,7 @@ def create_run(
         "train_pairs": len(train), "train_queries": int(train["query_id"].nunique()),
         "train_pairs_available": n_train_all,
         "validation_pairs": len(val), "validation_queries": int(val["query_id"].nunique()),
-        "warnings": warnings, "distill_corpus": from_corpus,
+        "warnings": warnings, "distill_corpus": from_corpus, "validation_corpus": val_corpus,
     }
     runfiles.write_json_atomic(data_dir / "meta.json", meta)
     runfiles.update_status(run_dir, state=runfiles.QUEUED, created_at=runfiles.now_iso(),
