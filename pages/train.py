@@ -271,7 +271,7 @@ shown = runs[["run_id", "status", "dataset", "queue_position", "global_step", "m
 st.dataframe(shown, hide_index=True, width="stretch")
 st.caption("NDCG@10 / MRR@10 on each run's validation queries (their labelled candidates "
            "re-ranked); 'start' is the model at step 0 (untrained, or just distilled), 'best' "
-           "the kept checkpoint; "
+           "the kept model (a checkpoint, or the distilled start when no checkpoint beat it); "
            "BM25 and the zero-shot bi-encoder on the same pairs are the bar to beat.")
 
 run_ids = list(runs["run_id"])
@@ -439,7 +439,10 @@ def live_panel() -> None:
     model_path = status.get("model_path")
     bar_to_beat(state, status)
     if model_path and state in runfiles.TERMINAL:
-        st.markdown("**Model** (best checkpoint, native sentence-transformers format)")
+        kept = ("the distilled start: no checkpoint beat it on validation"
+                if (status.get("best") or {}).get("step") == 0 and status.get("distillation")
+                else "best checkpoint")
+        st.markdown(f"**Model** ({kept}, native sentence-transformers format)")
         st.code(f'from sentence_transformers.cross_encoder import CrossEncoder\n'
                 f'CrossEncoder("{model_path}").predict([("query text", "document text")])',
                 language="python")

@@ -282,3 +282,55 @@ def test_distillation_targets_are_standardised_within_each_query():
     # without query ids: one global z-score, the offset stays in the targets
     glob = standardise(raw)
     assert glob[3] > glob[2] and abs(glob.mean()) < 1e-9
+
+
+
+def test_a_distilled_model_that_scores_above_every_checkpoint_is_the_model_kept(
+        workspace, tiny_model, headless, monkeypatch, capsys):
+    """The trainer's best-checkpoint choice never sees step 0. When every checkpoint scores
+    below the distilled start on validation, the model shipped is the distilled one. The tiny
+    model learns too little to make that happen on purpose, so step 0's validation is given a
+    perfect ranking (the labels as scores); the later validations score the real model."""
+    from safetensors.numpy import load_file
+
+    from lib.training import worker
+    from lib.training.callbacks import RankingEvaluator
+
+    real_score = RankingEvaluator.score
+    calls = []
+
+    def score(self, model):
+        calls.append(1)
+        if len(calls) == 1:
+            return self.pairs["label"].to_numpy(dtype=float)
+        return real_score(self, model)
+
+    monkeypatch.setattr(RankingEvaluator, "score", score)
+    load_demo(workspace)
+    cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
+                        "eval_steps": 5, "logging_steps": 5, "distill_teacher": "biencoder",
+                        "distill_epochs": 1, "distill_docs_per_query": 2})
+    created = jobs.create_run(workspace, "cranfield-demo", cfg)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = worker.train(created.run_dir, resume=False, flag=StopFlag(created.run_dir))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["state"] == "finished"
+    evals = [r for r in runfiles.read_progress(created.run_dir) if r["kind"] == "eval"]
+    start, later = evals[0], evals[1:]
+    assert start["step"] == 0 and start["ndcg@10"] == pytest.approx(1.0) and len(later) >= 2
+    assert max(e["ndcg@10"] for e in later) < 1.0
+    assert result["best"]["step"] == 0 and result["best_checkpoint"] == 0
+    assert result["best"]["ndcg@10"] == pytest.approx(1.0) and result["model_is_best"]
+    shipped = load_file(created.run_dir / "model" / "model.safetensors")
+    kept = load_file(created.run_dir / runfiles.START_MODEL / "model.safetensors")
+    last = load_file(created.run_dir / f"checkpoint-{later[-1]['step']}" / "model.safetensors")
+    assert shipped.keys() == kept.keys()
+    assert all(np.array_equal(shipped[k], kept[k]) for k in kept)
+    assert not all(np.array_equal(shipped[k], last[k]) for k in last)
+    card = (created.run_dir / "model" / "README.md").read_text()
+    assert "| validation, this model (step 0) | 1.0000 |" in card
+    assert "above every checkpoint" in capsys.readouterr().out  # the worker's log line

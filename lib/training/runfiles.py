@@ -30,6 +30,7 @@ LOG = "worker.log"
 DATA = "data"
 MODEL = "model"
 MODEL_PARTIAL = "model.partial"  # being written; renamed to MODEL when complete
+START_MODEL = "model-start"  # the distilled model before any label step: step 0's, eligible as best
 
 QUEUED, STARTING, RUNNING = "queued", "starting", "running"
 FINISHED, STOPPED, FAILED, CANCELLED = "finished", "stopped", "failed", "cancelled"

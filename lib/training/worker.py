@@ -189,6 +189,25 @@ CrossEncoder("{final_dir or model_dir}").predict([("query text", "document text"
     card.write_text(text + section, encoding="utf-8")
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _save_start_model(model, run_dir: Path) -> None:
+    """Keep the distilled model: when label training only makes it worse on validation, it is
+    the one to ship (the trainer's best-checkpoint choice never sees step 0)."""
+    target = run_dir / runfiles.START_MODEL
+    shutil.rmtree(target, ignore_errors=True)
+    model.save(str(target))
+
+
+def start_beats_best(run_dir: Path, start: dict, best: dict) -> bool:
+    """Step 0's saved model scored strictly above the best checkpoint (or there is none)."""
+    if not (run_dir / runfiles.START_MODEL).is_dir() or start.get("ndcg@10") is None:
+        return False
+    return best.get("ndcg@10") is None or start["ndcg@10"] > best["ndcg@10"]
+
+
 def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     cfg = read_config(run_dir)
     meta = runfiles.read_json(run_dir / runfiles.DATA / "meta.json") or {}
@@ -254,6 +273,7 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
                                      teacher=recipe.distill_teacher, log=_log)
         if rank0:
             runfiles.update_status(run_dir, distillation=distilled)
+            _save_start_model(model, run_dir)
     dataset = build_train_dataset(train_df, cfg, max_label)
     fast = fastpath.prepare(model, dataset, run_dir, batch_size=cfg.batch_size, seed=cfg.seed,
                             pretokenize=cfg.pretokenize, bucketing=cfg.length_bucketing, log=_log,
@@ -306,6 +326,12 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     stopped = stopper.stopped_at is not None
     best_step = state.best_global_step if state.best_model_checkpoint else None
     start, best = _best_from_progress(run_dir, best_step)
+    start_wins = start_beats_best(run_dir, start, best)
+    if start_wins:
+        _log(f"step 0 (after distilling) scored validation NDCG@10 {start['ndcg@10']:.4f}, above "
+             f"every checkpoint (best {_fmt(best.get('ndcg@10'))} at step {best.get('step')}): "
+             "the distilled model is kept")
+        best_step, best = 0, dict(start)
     # validation and checkpoint writes are timed apart: the rate is the training loop's own
     train_time = max(1e-9, output.metrics.get("train_runtime", 0.0) - progress.overhead_seconds())
     samples = (state.global_step - progress.first_step) * samples_per_step
@@ -329,7 +355,10 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
         # half model/ (nor destroys the one a stopped run saved before this resume)
         partial = run_dir / runfiles.MODEL_PARTIAL
         shutil.rmtree(partial, ignore_errors=True)
-        trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
+        if start_wins:
+            shutil.copytree(run_dir / runfiles.START_MODEL, partial)
+        else:
+            trainer.model.save(str(partial))  # the best checkpoint: loaded back at train end
         write_model_card(partial, meta, cfg, start, best, precision, model_device,
                          final_dir=model_dir, recipe=recipe.summary(),
                          distilled=bool(recipe.distill_teacher))
