@@ -139,7 +139,8 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, precision: str, device: 
 def _best_from_progress(run_dir: Path, best_step: int | None) -> tuple[dict, dict]:
     """(start metrics at step 0, metrics at the best step) from the eval records."""
     evals = [r for r in runfiles.read_progress(run_dir) if r.get("kind") == "eval"]
-    start = next((r for r in evals if r.get("step") == 0), None)
+    # the last step 0: a resume without a checkpoint starts (and distils) again
+    start = next((r for r in reversed(evals) if r.get("step") == 0), None)
     best = None
     if best_step is not None:
         best = next((r for r in reversed(evals) if r.get("step") == best_step), None)
