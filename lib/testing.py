@@ -88,3 +88,18 @@ def run_cli(*argv: str) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         rc = cli.main(list(argv))
     return rc, out.getvalue()
+
+
+def train_in_process(run_dir: str | Path) -> dict:
+    """Run the training worker in this process (a test's run, no subprocess) and restore torch's
+    thread count after: the worker sets it from the config, and later tests would inherit it."""
+    import torch
+
+    from lib.training import worker
+    from lib.training.callbacks import StopFlag
+
+    threads = torch.get_num_threads()
+    try:
+        return worker.train(Path(run_dir), resume=False, flag=StopFlag(Path(run_dir)))
+    finally:
+        torch.set_num_threads(threads)

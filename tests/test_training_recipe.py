@@ -8,9 +8,9 @@ import pytest
 from lib import corpora
 from lib.bootstrap import load_demo
 from lib.models import resolve_model
+from lib.testing import train_in_process
 from lib.training import jobs, runfiles
 from lib.training import recipe as cold
-from lib.training.callbacks import StopFlag
 from lib.training.config import build_config
 
 TINY = {"max_length": 48, "learning_rate": 1e-3, "max_train_pairs": 120, "device": "cpu",
@@ -109,8 +109,6 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
     """A whole worker run: cold start detected on a headless base, `auto` picks the bi-encoder
     teacher, its scores cached in the run dir, MSE against the teacher falls, then label
     fine-tuning."""
-    from lib.training import worker
-
     load_demo(workspace)
     cfg = build_config({**TINY, "base_model": str(headless), "epochs": 1, "batch_size": 8,
                         "eval_steps": 50, "logging_steps": 2, "distill_teacher": "auto",
@@ -119,13 +117,7 @@ def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_mo
                         "distill_pseudo_queries": 6})
     corpora.corpus_from_dataset(workspace, "cranfield-demo", "demo-docs")
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        result = worker.train(created.run_dir, resume=False, flag=StopFlag(created.run_dir))
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(created.run_dir)
     assert result["state"] == "finished"
     status = runfiles.read_status(created.run_dir)
     assert status["recipe"]["cold_start"] and status["recipe"]["head_learning_rate"] == 1e-3
@@ -293,7 +285,6 @@ def test_a_distilled_model_that_scores_above_every_checkpoint_is_the_model_kept(
     perfect ranking (the labels as scores); the later validations score the real model."""
     from safetensors.numpy import load_file
 
-    from lib.training import worker
     from lib.training.callbacks import RankingEvaluator
 
     real_score = RankingEvaluator.score
@@ -311,13 +302,7 @@ def test_a_distilled_model_that_scores_above_every_checkpoint_is_the_model_kept(
                         "eval_steps": 5, "logging_steps": 5, "distill_teacher": "biencoder",
                         "distill_epochs": 1, "distill_docs_per_query": 2})
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        result = worker.train(created.run_dir, resume=False, flag=StopFlag(created.run_dir))
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(created.run_dir)
     assert result["state"] == "finished"
     evals = [r for r in runfiles.read_progress(created.run_dir) if r["kind"] == "eval"]
     start, later = evals[0], evals[1:]

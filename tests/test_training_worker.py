@@ -10,9 +10,8 @@ from safetensors.numpy import load_file
 
 from lib import db
 from lib.bootstrap import load_demo
-from lib.testing import run_cli, wait_until
+from lib.testing import run_cli, train_in_process, wait_until
 from lib.training import jobs, runfiles
-from lib.training.callbacks import StopFlag
 from lib.training.config import build_config
 from lib.workspace import ENV_VAR, resolve_workspace
 
@@ -165,19 +164,11 @@ def test_killed_worker_shows_failed_with_log_tail(workspace, tiny_model):
 
 
 def test_listwise_lambda_loss_trains_grouped_per_query(workspace, tiny_model):
-    from lib.training import worker
-
     load_demo(workspace)
     cfg = build_config({**TINY, "base_model": str(tiny_model), "loss": "lambda", "epochs": 1,
                         "batch_size": 4, "eval_steps": 3, "logging_steps": 1})
     created = jobs.create_run(workspace, "cranfield-demo", cfg)
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        result = worker.train(created.run_dir, resume=False, flag=StopFlag(created.run_dir))
-    finally:
-        torch.set_num_threads(threads)
+    result = train_in_process(created.run_dir)
     assert result["state"] == "finished"
     start = next(r for r in runfiles.read_progress(created.run_dir) if r["kind"] == "start")
     assert start["train_rows"] == created.train_queries  # one row per query
