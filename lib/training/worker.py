@@ -190,10 +190,6 @@ CrossEncoder("{final_dir or model_dir}").predict([("query text", "document text"
     card.write_text(text + section, encoding="utf-8")
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 def _save_start_model(model, run_dir: Path) -> None:
     """Keep the distilled model: when label training only makes it worse on validation, it is
     the one to ship (the trainer's best-checkpoint choice never sees step 0)."""
@@ -329,9 +325,10 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     start, best = _best_from_progress(run_dir, best_step)
     start_wins = start_beats_best(run_dir, start, best)
     if start_wins:
-        _log(f"step 0 (after distilling) scored validation NDCG@10 {start['ndcg@10']:.4f}, above "
-             f"every checkpoint (best {_fmt(best.get('ndcg@10'))} at step {best.get('step')}): "
-             "the distilled model is kept")
+        than = ("no checkpoint was validated" if best.get("ndcg@10") is None else
+                f"above every checkpoint (best {best['ndcg@10']:.4f} at step {best.get('step')})")
+        _log(f"step 0 (after distilling) scored validation NDCG@10 {start['ndcg@10']:.4f}, "
+             f"{than}: the distilled model is kept")
         best_step, best = 0, dict(start)
     # validation and checkpoint writes are timed apart: the rate is the training loop's own
     train_time = max(1e-9, output.metrics.get("train_runtime", 0.0) - progress.overhead_seconds())
