@@ -276,7 +276,6 @@ def test_distillation_targets_are_standardised_within_each_query():
     assert glob[3] > glob[2] and abs(glob.mean()) < 1e-9
 
 
-
 def test_a_distilled_model_that_scores_above_every_checkpoint_is_the_model_kept(
         workspace, tiny_model, headless, monkeypatch, capsys):
     """The trainer's best-checkpoint choice never sees step 0. When every checkpoint scores
