@@ -296,30 +296,49 @@ def _save(results: dict, out: Path) -> None:
 
 # ---- here: evaluate what came back ------------------------------------------------------------
 def evaluate(args) -> None:
+    """Each run's validation bar (BM25, bi-encoder on its very validation pairs, computed here:
+    the GPU machine has no database layer for it) and, for runs with scores, the test queries'
+    retrieve-then-rerank evaluation, alone and fused with BM25, against the same baselines."""
+    import pandas as pd
+
     from bench.cranfield_positives import _evaluate
+    from lib.training.baselines import baselines_for_run, metrics_only
     from lib.workspace import resolve_workspace
 
     ws = resolve_workspace(args.workspace)
-    results_dir = Path(args.results)
-    results = json.loads((results_dir / "results.json").read_text())
     manifest = json.loads((Path(args.payload) / "manifest.json").read_text())
     dataset = manifest["datasets"].get(POS)
-    report = {"gpu": results.get("gpu"), "throughput": results.get("throughput"), "runs": {}}
-    for name, res in results["runs"].items():
-        row = {k: res.get(k) for k in ("state", "best", "start", "wall_s", "global_step",
-                                       "train_samples_per_second", "peak_gpu_mem_mb",
-                                       "distillation", "skipped", "error")}
-        row["bar"] = res.get("bar")
-        if res.get("scores_file"):
-            run_file = results_dir / "scores" / res["scores_file"]
-            ev = _evaluate(ws, f"run:{run_file}", ["bm25", "biencoder"], dataset, TOP_K)
-            fe = _evaluate(ws, f"fuse:run:{run_file}+bm25", ["bm25", "biencoder"], dataset,
-                           TOP_K)
-            row["test"] = {"first_stage": ev.get("first_stage"), "metrics": ev.get("metrics"),
-                           "verdicts": ev.get("verdicts")}
-            row["fused_bm25"] = {"metrics": fe.get("metrics"), "verdicts": fe.get("verdicts")}
-        report["runs"][name] = row
-    Path(args.save).write_text(json.dumps(report, indent=1, default=str))
+    run_ids = {v["name"]: v["run_id"] for v in manifest["variants"]}
+    report: dict = {"runs": {}}
+    for results_dir in map(Path, args.results):
+        results = json.loads((results_dir / "results.json").read_text())
+        report.update({k: results.get(k) for k in ("gpu", "torch") if results.get(k)})
+        if results.get("throughput"):
+            report["throughput"] = results["throughput"]
+        for name, res in results["runs"].items():
+            if res.get("skipped") and name in report["runs"]:
+                continue  # measured in another folder
+            row = {k: res.get(k) for k in ("state", "best", "start", "evals", "wall_s",
+                                           "global_step", "train_samples_per_second",
+                                           "train_runtime_s", "validation_seconds",
+                                           "peak_gpu_mem_mb", "precision", "recipe",
+                                           "distillation", "skipped", "error")}
+            if res.get("state") == "finished":
+                run_dir = ws.runs_dir / run_ids[name]
+                val = pd.read_json(run_dir / "data" / "validation.jsonl", lines=True,
+                                   dtype={"query_id": str, "doc_id": str})
+                row["validation_bar"] = metrics_only(baselines_for_run(run_dir, val, "cpu"))
+            if res.get("scores_file"):
+                run_file = results_dir / "scores" / res["scores_file"]
+                ev = _evaluate(ws, f"run:{run_file}", ["bm25", "biencoder"], dataset, TOP_K)
+                fe = _evaluate(ws, f"fuse:run:{run_file}+bm25", ["bm25", "biencoder"], dataset,
+                               TOP_K)
+                row["test"] = {"first_stage": ev.get("first_stage"),
+                               "metrics": ev.get("metrics"), "verdicts": ev.get("verdicts")}
+                row["fused_bm25"] = {"metrics": fe.get("metrics"),
+                                     "verdicts": fe.get("verdicts")}
+            report["runs"][name] = row
+    Path(args.save).write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(json.dumps(report, default=str))
 
 
@@ -345,7 +364,8 @@ def main() -> None:
     e = sub.add_parser("evaluate")
     e.add_argument("--workspace", required=True)
     e.add_argument("--payload", default=str(ROOT / ".gpu"))
-    e.add_argument("--results", required=True)
+    e.add_argument("--results", required=True, nargs="+", help="folders the device step "
+                   "wrote (results.json, scores/); later ones fill in runs earlier ones skipped")
     e.add_argument("--save", default=str(ROOT / "bench" / "results" / "remote_gpu.json"))
     args = ap.parse_args()
     {"prepare": prepare, "device": device, "evaluate": evaluate}[args.step](args)
