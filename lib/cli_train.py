@@ -31,7 +31,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS),
                    help="start from a preset (then --config, then --set override it); without "
                         "--preset or --config, the Train page's default: 'CPU recommended' "
-                        "(no GPU) or 'GPU full'")
+                        "(no GPU) or 'GPU recommended'")
     p.add_argument("--config", help="YAML or JSON file of config keys (a run's config.yaml works)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set learning_rate=2e-5 (repeatable)")

@@ -19,7 +19,7 @@ def test_train_page_renders_presets_and_warns(workspace):
     assert at.title[0].value == "Train"
     preset = next(s for s in at.selectbox if s.label == "Preset")
     assert preset.options == ["Guide default", "CPU quick", "GPU throughput", "GPU full",
-                              "CPU recommended", "Distil (CPU)"]
+                              "CPU recommended", "Distil (CPU)", "GPU recommended"]
     assert preset.value == "CPU recommended"  # no GPU here
     assert at.number_input(key="CPU recommended:ml").value == 128
     assert at.text_input(key="CPU recommended:teach").value == "auto"
