@@ -318,3 +318,43 @@ def test_a_distilled_model_that_scores_above_every_checkpoint_is_the_model_kept(
     card = (created.run_dir / "model" / "README.md").read_text()
     assert "| validation, this model (step 0) | 1.0000 |" in card
     assert "above every checkpoint" in capsys.readouterr().out  # the worker's log line
+
+
+def test_distillation_on_the_fast_path_trains_the_same_model_as_the_stock_path(
+        tmp_path, tiny_model, headless):
+    """Distillation now tokenises its pairs once (the label phase's fast path) instead of in
+    every step, and keeps the stock sampler's batches: the distilled weights match the stock
+    path's (pretokenize off), so the speed-up changes no number; the record says which path
+    ran."""
+    import pandas as pd
+    import torch
+    from transformers import set_seed
+
+    from lib.demo_data import DEMO_DATASET_PATH
+    from lib.models import load_cross_encoder
+    from lib.training.distill import run_distillation
+
+    rows = pd.read_json(DEMO_DATASET_PATH, lines=True, dtype={"query_id": str, "doc_id": str})
+    train = rows[rows["query_id"].isin(sorted(rows["query_id"].unique())[:6])]
+    got, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker would (TINY's cpu_threads); restored below
+    for pretokenize in (False, True):
+        cfg = build_config({**TINY, "batch_size": 8, "distill_epochs": 8, "logging_steps": 2,
+                            "distill_docs_per_query": 2, "pretokenize": pretokenize})
+        set_seed(cfg.seed)
+        model = load_cross_encoder(resolve_model(str(headless)), max_length=48, device="cpu")
+        run_dir = tmp_path / f"pretokenize-{pretokenize}"
+        record = run_distillation(model, train, cfg, run_dir, teacher=str(tiny_model),
+                                  device="cpu", precision="fp32", log=lambda _msg: None)
+        got[pretokenize] = record, {k: v.detach().clone()
+                                    for k, v in model.model.state_dict().items()}
+    torch.set_num_threads(threads)
+    (stock, stock_w), (fast, fast_w) = got[False], got[True]
+    assert fast["batching"]["pretokenized"] and not stock["batching"]["pretokenized"]
+    assert not fast["batching"]["length_bucketing"]  # the stock batches, even though the config
+    assert build_config({}).length_bucketing          # buckets the label phase's
+    assert (run_dir / "distill" / "tokens").is_dir()  # tokenised once, cached in the run
+    assert stock["mse_after"] < stock["mse_before"]  # it trained
+    assert fast["mse_after"] == pytest.approx(stock["mse_after"], abs=1e-4)
+    for name, w in stock_w.items():
+        torch.testing.assert_close(fast_w[name], w, rtol=1e-3, atol=1e-4)
