@@ -292,8 +292,9 @@ def _save(results: dict, out: Path) -> None:
 
 # ---- here: evaluate what came back ------------------------------------------------------------
 def evaluate(args) -> None:
-    """Each run's validation bar (BM25, bi-encoder on its very validation pairs, computed here:
-    the GPU machine has no database layer for it) and, for runs with scores, the test queries'
+    """Each run's validation bar (BM25, bi-encoder on its very validation pairs), recomputed here
+    with the original fp32 weights (the worker's own, from fp16-rounded weights scored on the GPU,
+    stays in results.json as `bar`) and, for runs with scores, the test queries'
     retrieve-then-rerank evaluation, alone and fused with BM25, against the same baselines."""
     import pandas as pd
 
