@@ -370,6 +370,8 @@ def test_distil_preset_and_cold_start_fields():
     assert cfg.model_copy(update={"distill_teacher": "auto"}) == rec
     assert cfg.cold_start == "auto" and cfg.head_learning_rate is None
     assert build_config({"cold_start": "on", "head_learning_rate": 2e-3}).head_learning_rate == 2e-3
+    with pytest.raises(ConfigError, match="cold_start"):
+        build_config({"cold_start": "maybe"})
 
 
 def test_gpu_default_distils_a_new_head_but_not_a_trained_one(tiny_model):
@@ -388,8 +390,6 @@ def test_gpu_default_distils_a_new_head_but_not_a_trained_one(tiny_model):
     assert will_distil(gpu, resolve_model("default"))  # the bundled base: a new head
     assert not will_distil(gpu, resolve_model(str(tiny_model)))  # a trained head
     assert not will_distil(preset("GPU full"), resolve_model("default"))
-    with pytest.raises(ConfigError, match="cold_start"):
-        build_config({"cold_start": "maybe"})
 
 
 def test_cli_train_without_a_preset_starts_from_the_train_pages_default(

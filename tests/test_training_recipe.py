@@ -338,17 +338,19 @@ def test_distillation_on_the_fast_path_trains_the_same_model_as_the_stock_path(
     train = rows[rows["query_id"].isin(sorted(rows["query_id"].unique())[:6])]
     got, threads = {}, torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker would (TINY's cpu_threads); restored below
-    for pretokenize in (False, True):
-        cfg = build_config({**TINY, "batch_size": 8, "distill_epochs": 8, "logging_steps": 2,
-                            "distill_docs_per_query": 2, "pretokenize": pretokenize})
-        set_seed(cfg.seed)
-        model = load_cross_encoder(resolve_model(str(headless)), max_length=48, device="cpu")
-        run_dir = tmp_path / f"pretokenize-{pretokenize}"
-        record = run_distillation(model, train, cfg, run_dir, teacher=str(tiny_model),
-                                  device="cpu", precision="fp32", log=lambda _msg: None)
-        got[pretokenize] = record, {k: v.detach().clone()
-                                    for k, v in model.model.state_dict().items()}
-    torch.set_num_threads(threads)
+    try:
+        for pretokenize in (False, True):
+            cfg = build_config({**TINY, "batch_size": 8, "distill_epochs": 8, "logging_steps": 2,
+                                "distill_docs_per_query": 2, "pretokenize": pretokenize})
+            set_seed(cfg.seed)
+            model = load_cross_encoder(resolve_model(str(headless)), max_length=48, device="cpu")
+            run_dir = tmp_path / f"pretokenize-{pretokenize}"
+            record = run_distillation(model, train, cfg, run_dir, teacher=str(tiny_model),
+                                      device="cpu", precision="fp32", log=lambda _msg: None)
+            got[pretokenize] = record, {k: v.detach().clone()
+                                        for k, v in model.model.state_dict().items()}
+    finally:
+        torch.set_num_threads(threads)
     (stock, stock_w), (fast, fast_w) = got[False], got[True]
     assert fast["batching"]["pretokenized"] and not stock["batching"]["pretokenized"]
     assert not fast["batching"]["length_bucketing"]  # the stock batches, even though the config
