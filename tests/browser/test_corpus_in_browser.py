@@ -186,9 +186,10 @@ def test_positives_only_data_mine_review_train_evaluate(page, tmp_path, tiny_mod
         assert select_value(page, "First stage") == "bm25"
         fill(page, "Top-k", "20")
         click_until(page, page.get_by_role("button", name="Evaluate", exact=True),
-                    page.get_by_role("heading", name="Per query"), timeout=240_000)
+                    page.get_by_role("heading", name="Per query").first, timeout=240_000)
         idle(page)
-        page.get_by_role("heading", name=re.compile(rf"checkpoint:{run_id} vs bm25")).wait_for()
+        page.get_by_role("heading", name=re.compile(rf"checkpoint:{run_id} vs bm25")) \
+            .first.wait_for()
         page.get_by_text(re.compile(r"candidates = top-20 of corpus aero \(60 documents\) by "
                                     r"bm25; unjudged documents count as not relevant\. "
                                     r"First-stage recall@20 [\d.]+")).first.wait_for()

@@ -27,7 +27,9 @@ def _shot(page, name: str, anchor=None) -> None:
     page.set_viewport_size({"width": 1400, "height": 1500})
     idle(page)
     if anchor is not None:
-        anchor.evaluate("e => e.scrollIntoView({block: 'start'})")
+        # .first: while a page reruns, Streamlit can briefly hold the old and the new copy of an
+        # element (CI once saw two "Runs" headings); either one scrolls to the same place.
+        anchor.first.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(500)  # let charts finish drawing
     page.screenshot(path=str(SHOTS / f"{name}.png"))
     page.set_viewport_size({"width": 1400, "height": 1000})
@@ -97,9 +99,9 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     assert page.get_by_label("More baselines (hub ids or paths, comma-separated)") \
         .input_value() == str(model)
     page.get_by_role("button", name="Evaluate").click()
-    page.get_by_role("heading", name="Per query").wait_for(timeout=300_000)
+    page.get_by_role("heading", name="Per query").first.wait_for(timeout=300_000)
     idle(page)
-    heading = page.get_by_role("heading", name=re.compile(rf"checkpoint:{run_id} vs bm25, "))
+    heading = page.get_by_role("heading", name=re.compile(rf"checkpoint:{run_id} vs bm25, ")).first
     heading.wait_for()
     caption = page.get_by_text(re.compile(r"Dataset cranfield-slice, split validation")).first
     assert re.search(r"(\d+) queries evaluated", caption.inner_text())

@@ -10,7 +10,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 def goto(page, label: str, heading: str | None = None) -> None:
     page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=label, exact=True) \
         .click()
-    page.get_by_role("heading", name=heading or label, exact=True).wait_for()
+    page.get_by_role("heading", name=heading or label, exact=True).first.wait_for()
     idle(page)
 
 
