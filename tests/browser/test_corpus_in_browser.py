@@ -170,7 +170,7 @@ def test_positives_only_data_mine_review_train_evaluate(page, tmp_path, tiny_mod
         one_thread(page)
         click_until(page, page.get_by_role("button", name="Launch"), page.get_by_text(
             re.compile(r"Run run-[\w-]+ queued: \d+ training pairs")).first)
-        page.get_by_role("button", name="Download the model (zip)").wait_for(timeout=240_000)
+        page.get_by_role("button", name="Download the model (zip)").first.wait_for(timeout=240_000)
         idle(page)
         finished = page.get_by_text(re.compile(r"^run-[\w-]+: finished · dataset pos-mined")) \
             .first

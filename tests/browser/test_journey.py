@@ -84,7 +84,7 @@ def test_upload_check_resplit_train_evaluate_report(app_server, page, tmp_path, 
     launch.click()
     page.get_by_text(re.compile(r"Run run-[\w-]+ queued: \d+ training pairs")).first.wait_for()
     page.get_by_text(re.compile(r"step \d+/\d+ · epoch")).first.wait_for(timeout=180_000)
-    page.get_by_role("button", name="Download the model (zip)").wait_for(timeout=300_000)
+    page.get_by_role("button", name="Download the model (zip)").first.wait_for(timeout=300_000)
     idle(page)
     done = page.get_by_text(re.compile(r"^run-[\w-]+: finished · dataset cranfield-slice")).first
     done.wait_for()

@@ -111,11 +111,11 @@ def test_user_text_is_shown_literally_on_every_page(page, tmp_path, tracker):
         for label in ("Data", "Checks", "Train", "Review", "Experiments"):
             goto(page, label)
             if label == "Checks":
-                page.get_by_text("Results for").wait_for()  # the cached checks are shown
+                page.get_by_text("Results for").first.wait_for()  # the cached checks are shown
             _assert_clean(page, port, requests, label)
 
         goto(page, "Evaluate")
-        page.get_by_text("Drill-down: both rankings side by side").wait_for()
+        page.get_by_text("Drill-down: both rankings side by side").first.wait_for()
         _assert_clean(page, port, requests, "Evaluate")  # before: the caption fetched the image
         caption = page.locator("[data-testid='stCaptionContainer']",
                                has_text="**boldmark**").first
@@ -131,7 +131,7 @@ def test_user_text_is_shown_literally_on_every_page(page, tmp_path, tracker):
         assert "**boldmark**" in page.get_by_text("labelled candidates").first.inner_text()
         select(page, "Ranker A", "bm25")
         page.get_by_role("button", name="Rank").click()
-        page.get_by_text("Ranked by bm25").wait_for(timeout=180_000)
+        page.get_by_text("Ranked by bm25").first.wait_for(timeout=180_000)
         _assert_clean(page, port, requests, "Playground")
     finally:
         server.stop()

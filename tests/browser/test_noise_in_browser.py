@@ -36,15 +36,15 @@ def test_review_a_flag_relabel_it_and_launch_the_retrain(page, tmp_path, tiny_mo
         field.press("Enter")
         idle(page)
         page.get_by_role("button", name="Relabel", exact=True).click()
-        page.get_by_text("1 pairs: relabel.").wait_for()
+        page.get_by_text("1 pairs: relabel.").first.wait_for()
         page.get_by_role("button", name="Create cleaned version").click()
-        page.get_by_text("1 relabelled, 0 dropped").wait_for()
+        page.get_by_text("1 relabelled, 0 dropped").first.wait_for()
         log = relabel.change_log(ws, "demo12-relabelled")
         assert log[["doc_id", "action", "old_label", "new_label"]].values.tolist() == [
             [planted.doc_id, "relabel", 0, 3]]
         page.get_by_role("button", name=f"Retrain on demo12-relabelled with the config of "
                                         f"{source}").click()
-        page.get_by_text("queued on demo12-relabelled").wait_for()
+        page.get_by_text("queued on demo12-relabelled").first.wait_for()
         runs = jobs.list_runs(ws)
         new = runs[runs["dataset"] == "demo12-relabelled"]["run_id"].tolist()
         assert len(new) == 1
