@@ -105,6 +105,43 @@ def test_optimizer_has_the_head_rate_and_the_encoder_rate(tiny_model, tmp_path):
     assert float(trainer.loss.pos_weight) == 2.0  # 2 negatives : 1 positive
 
 
+def test_after_distillation_the_label_phase_can_give_the_head_its_own_rate(tiny_model, headless,
+                                                                          tmp_path):
+    """Distillation trains the new head at the cold-start rate; the label phase that follows
+    uses `label_head_learning_rate` for it when set, and nothing changes without a teacher."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    from lib.models import load_cross_encoder
+    from lib.training.worker import training_arguments
+
+    labels = [0, 0, 1]
+    ref = resolve_model(str(headless))
+    cfg = build_config({**TINY, "learning_rate": 3e-5, "distill_teacher": "biencoder",
+                        "label_head_learning_rate": 2e-5})
+    plan = cold.plan(cfg, ref, labels)
+    assert cold.learning_rate_mapping(plan) == {cold.HEAD_PATTERN: cold.DEFAULT_HEAD_LR}
+    assert cold.label_learning_rate_mapping(plan) == {cold.HEAD_PATTERN: 2e-5}
+    assert plan.summary().endswith("; on the labels, head learning rate 2e-05")
+    assert cold.recipe_summary(plan.to_json()) == plan.summary()  # status.json round trip
+    assert cold.recipe_summary({**plan.to_json(), "later_field": 1}) == plan.summary()
+    unset = cold.plan(build_config({**TINY, "distill_teacher": "biencoder"}), ref, labels)
+    assert cold.label_learning_rate_mapping(unset) == cold.learning_rate_mapping(unset)
+    no_teacher = cold.plan(build_config({**TINY, "label_head_learning_rate": 2e-5}), ref, labels)
+    assert cold.label_learning_rate_mapping(no_teacher) == cold.learning_rate_mapping(no_teacher)
+
+    model = load_cross_encoder(resolve_model(str(tiny_model)), max_length=48, device="cpu")
+    args = training_arguments(cfg, tmp_path, "fp32", "cpu", False,
+                              cold.label_learning_rate_mapping(plan))
+    data = Dataset.from_dict({"query": ["q"], "document": ["d"], "label": [1.0]})
+    optimizer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
+                                    eval_dataset=data).create_optimizer()
+    head = {id(p) for n, p in model.named_parameters() if n in cold.head_parameter_names(model)}
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert {rates[i] for i in head} == {2e-5}
+    assert {rates[id(p)] for p in model.parameters() if id(p) not in head} == {3e-5}
+
+
 def test_distillation_run_lowers_its_loss_against_the_teacher(workspace, tiny_model, headless):
     """A whole worker run: cold start detected on a headless base, `auto` picks the bi-encoder
     teacher, its scores cached in the run dir, MSE against the teacher falls, then label

@@ -86,6 +86,11 @@ class TrainConfig(BaseModel):
         None, gt=0, lt=1, description="learning rate of the reranker head under the cold-start "
         "recipe (default 1e-3); the encoder keeps learning_rate"
     )
+    label_head_learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="after distillation, the reranker head's learning rate "
+        "in the label phase (the head is trained by then); None: head_learning_rate, as in "
+        "distillation"
+    )
     distill_teacher: str | None = Field(
         None, description="distil before fine-tuning: 'biencoder' (the zero-shot bi-encoder, "
         "offline), a cross-encoder path/hub id, or 'auto' (the bi-encoder when the cold-start "

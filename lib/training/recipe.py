@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +102,23 @@ class Recipe:
     pos_weight: float | None = None
     early_stopping_patience: int | None = None
     distill_teacher: str | None = None
+    label_head_learning_rate: float | None = None  # after distillation; None: head_learning_rate
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         first = f"distil {self.distill_teacher!r} first, then " if self.distill_teacher else ""
+        last = ""
+        if self.distill_teacher and self.label_head_learning_rate is not None:
+            last = f"; on the labels, head learning rate {self.label_head_learning_rate:g}"
         if not self.cold_start:
-            return f"{first}no cold-start recipe ({self.reason})"
+            return f"{first}no cold-start recipe ({self.reason}){last}"
         return (f"{first}cold start ({self.reason}): head learning rate "
                 f"{self.head_learning_rate:g}, pos_weight "
                 f"{self.pos_weight if self.pos_weight is not None else 'none'}, early stopping "
-                f"after {self.early_stopping_patience} validations without a better NDCG@10")
+                f"after {self.early_stopping_patience} validations without a better NDCG@10"
+                f"{last}")
 
 
 def resolve_teacher(teacher: str | None, cold_start: bool) -> str | None:
@@ -146,7 +151,8 @@ def plan(cfg: TrainConfig, ref: ModelRef, train_labels, max_label: int = 1) -> R
                   else "the base model has a trained reranker head")
         return Recipe(False, reason, pos_weight=cfg.pos_weight,
                       early_stopping_patience=cfg.early_stopping_patience,
-                      distill_teacher=resolve_teacher(cfg.distill_teacher, False))
+                      distill_teacher=resolve_teacher(cfg.distill_teacher, False),
+                      label_head_learning_rate=cfg.label_head_learning_rate)
     reason = "cold_start on" if cfg.cold_start == "on" else "the base model has no reranker head"
     pos_weight = cfg.pos_weight
     if pos_weight is None and not cfg.listwise:
@@ -157,6 +163,7 @@ def plan(cfg: TrainConfig, ref: ModelRef, train_labels, max_label: int = 1) -> R
         pos_weight=pos_weight,
         early_stopping_patience=cfg.early_stopping_patience or DEFAULT_PATIENCE,
         distill_teacher=resolve_teacher(cfg.distill_teacher, True),
+        label_head_learning_rate=cfg.label_head_learning_rate,
     )
 
 
@@ -173,9 +180,18 @@ def learning_rate_mapping(recipe: Recipe) -> dict[str, float]:
     return {HEAD_PATTERN: recipe.head_learning_rate}
 
 
+def label_learning_rate_mapping(recipe: Recipe) -> dict[str, float]:
+    """The label phase's mapping: after distillation the head is no longer new, and
+    `label_head_learning_rate` (when set) replaces the cold-start head rate."""
+    if recipe.distill_teacher and recipe.label_head_learning_rate is not None:
+        return {HEAD_PATTERN: recipe.label_head_learning_rate}
+    return learning_rate_mapping(recipe)
+
+
 def recipe_summary(recipe: dict[str, Any], distillation: dict[str, Any] | None = None) -> str:
     """One line for the Train page from status.json's `recipe` (and `distillation`) records."""
-    text = Recipe(**recipe).summary()
+    known = {f.name for f in fields(Recipe)}  # a record from a newer version may hold more
+    text = Recipe(**{k: v for k, v in recipe.items() if k in known}).summary()
     if distillation:
         parts = _distilled_parts(distillation)
         text += (f"; distilled {distillation.get('pairs')} pairs{parts} from "

@@ -300,7 +300,8 @@ def train(run_dir: Path, resume: bool, flag) -> dict[str, Any]:
     patience = recipe.early_stopping_patience
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    args = training_arguments(cfg, run_dir, precision, device, resume, lr_mapping)
+    args = training_arguments(cfg, run_dir, precision, device, resume,
+                              cold.label_learning_rate_mapping(recipe))
     trainer = fast.trainer(
         model=model, args=args, train_dataset=dataset,
         loss=build_loss(model, cfg, recipe.pos_weight),
