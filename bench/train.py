@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--learning-rate", type=float, default=3e-5)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--plain-precision", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="the plain script's precision (default: --precision); e.g. fp32, as a "
+                   "user's script runs on CPU, against ours in auto (bf16 on AMX CPUs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--cpu-threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--validation-queries", type=int, default=20,
@@ -130,7 +133,9 @@ def resolved_device_precision(device: str, precision: str) -> tuple[str, str]:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but no GPU is visible")
     if not cuda:
-        return "cpu", "fp32"
+        from lib.training.cpu_bf16 import cpu_precision
+
+        return "cpu", cpu_precision(precision)
     if precision == "auto":
         return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "cuda", precision
@@ -202,6 +207,8 @@ def main(argv=None) -> None:
     data = Path(args.data) if args.data else ROOT / "data" / "cranfield.jsonl"
     train, val, max_label = load_pairs(data, args.pairs, args.validation_queries)
     device, precision = resolved_device_precision(args.device, args.precision)
+    plain_precision = (precision if args.plain_precision is None else
+                       resolved_device_precision(args.device, args.plain_precision)[1])
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model_path = resolve_model(args.model, tmp)
     n_steps = -(-len(train) // args.batch_size) * args.epochs
@@ -219,7 +226,8 @@ def main(argv=None) -> None:
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
     env.setdefault("HF_HUB_OFFLINE", "1")
     print(f"{len(train)} training pairs, {n_steps} steps, model {args.model}, {device} "
-          f"{precision}, max length {args.max_length}, batch {args.batch_size}; our worker also "
+          f"{precision} (plain script: {plain_precision}), max length {args.max_length}, "
+          f"batch {args.batch_size}; our worker also "
           f"validates on {val['query_id'].nunique()} queries (time excluded)", flush=True)
     ours, plain = [], []
     try:
@@ -235,7 +243,7 @@ def main(argv=None) -> None:
                 "model_path": model_path, "max_length": args.max_length, "device": device,
                 "max_label": max_label, "epochs": args.epochs, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "warmup": cfg.warmup,
-                "weight_decay": cfg.weight_decay, "seed": cfg_i.seed, "precision": precision,
+                "weight_decay": cfg.weight_decay, "seed": cfg_i.seed, "precision": plain_precision,
                 "logging_steps": cfg.logging_steps, "cpu_threads": args.cpu_threads}))
             p = run_plain(run_dir, env)
             o = run_ours(run_dir, env)
@@ -266,8 +274,9 @@ def main(argv=None) -> None:
         "ours_samples_per_s": round(ours_sps, 2), "plain_samples_per_s": round(plain_sps, 2),
         "ours_samples_per_s_all_included": round(ours_wall, 2),
         "pairs": len(train), "steps": n_steps, "model": args.model, "device": device,
-        "precision": precision, "max_length": args.max_length, "batch_size": args.batch_size,
-        "repeats": args.repeats, "stock": args.stock,
+        "precision": precision, "plain_precision": plain_precision,
+        "max_length": args.max_length, "batch_size": args.batch_size, "repeats": args.repeats,
+        "stock": args.stock,
         "ndcg@10_ours": round(statistics.mean(o["ndcg@10"] for o in ours), 4),
         "ndcg@10_plain": round(statistics.mean(p["ndcg@10"] for p in plain), 4),
         "ndcg@10_diff": round(statistics.mean(o["ndcg@10"] for o in ours)

@@ -102,7 +102,8 @@ def test_config_round_trips_through_yaml_and_json(tmp_path):
         load_config_file(bad)
 
 
-def test_warnings_for_doubtful_values_and_extra_findings_pass_through():
+def test_warnings_for_doubtful_values_and_extra_findings_pass_through(monkeypatch):
+    monkeypatch.setenv("RERANKER_STUDIO_CPU_BF16", "0")  # a CPU without AMX
     cfg = build_config({"learning_rate": 1e-4, "epochs": 5, "precision": "bf16", "device": "cpu"})
     warnings = config_warnings(cfg, n_train_pairs=120, extra=["3 queries leak into validation"])
     text = "\n".join(warnings)
@@ -112,6 +113,10 @@ def test_warnings_for_doubtful_values_and_extra_findings_pass_through():
     assert "bf16 is ignored on CPU" in text
     assert warnings[-1] == "3 queries leak into validation"
     assert config_warnings(build_config({}), n_train_pairs=5000, gpu_available=True) == []
+    monkeypatch.setenv("RERANKER_STUDIO_CPU_BF16", "1")  # with AMX, bf16 is what a CPU run uses
+    assert not [w for w in config_warnings(cfg, n_train_pairs=5000) if "bf16" in w]
+    fp16 = build_config({"precision": "fp16", "device": "cpu"})
+    assert any("fp16 is ignored on CPU" in w for w in config_warnings(fp16, n_train_pairs=5000))
 
 
 def test_oom_advice_is_concrete():

@@ -175,6 +175,47 @@ def test_listwise_lambda_loss_trains_grouped_per_query(workspace, tiny_model):
     assert result["best"]["n_queries"] == 45
 
 
+def test_cpu_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    from lib.training import cpu_bf16
+
+    monkeypatch.delenv(cpu_bf16.ENV, raising=False)
+    monkeypatch.setattr(cpu_bf16, "cpu_has_amx", lambda: True)
+    assert [cpu_bf16.cpu_precision(p) for p in ("auto", "bf16", "fp16", "fp32")] == [
+        "bf16", "bf16", "fp32", "fp32"]
+    monkeypatch.setattr(cpu_bf16, "cpu_has_amx", lambda: False)
+    assert {cpu_bf16.cpu_precision(p) for p in ("auto", "bf16", "fp16", "fp32")} == {"fp32"}
+    monkeypatch.setenv(cpu_bf16.ENV, "1")  # the override wins over the detection
+    assert cpu_bf16.cpu_precision("auto") == "bf16"
+    monkeypatch.setattr(cpu_bf16, "cpu_has_amx", lambda: True)
+    monkeypatch.setenv(cpu_bf16.ENV, "0")
+    assert cpu_bf16.cpu_precision("bf16") == "fp32"
+
+
+@pytest.mark.parametrize("amx", ["1", "0"])
+def test_a_cpu_run_trains_in_bf16_on_amx_and_saves_an_fp32_model(workspace, tiny_model,
+                                                                  monkeypatch, amx):
+    """bf16 autocast on CPU (forced on machines without AMX: slower there, same result kind):
+    the loss still falls and the saved model is fp32 that plain CrossEncoder loads."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    monkeypatch.setenv("RERANKER_STUDIO_CPU_BF16", amx)
+    load_demo(workspace)
+    cfg = build_config({**TINY, "base_model": str(tiny_model), "epochs": 2, "batch_size": 8,
+                        "eval_steps": 50, "logging_steps": 2, "precision": "auto"})
+    created = jobs.create_run(workspace, "cranfield-demo", cfg)
+    result = train_in_process(created.run_dir)
+    assert result["state"] == "finished"
+    assert result["precision"] == ("bf16" if amx == "1" else "fp32")
+    records = runfiles.read_progress(created.run_dir)
+    assert next(r for r in records if r["kind"] == "start")["precision"] == result["precision"]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.02
+    weights = load_file(created.run_dir / "model" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {np.dtype("float32")}
+    scores = CrossEncoder(str(created.run_dir / "model")).predict([("wing lift", "lift of a wing")])
+    assert np.isfinite(scores).all()
+
+
 def test_worker_exception_shows_failed_with_error_and_log_tail(workspace, tiny_model, tmp_path):
     import shutil
 

@@ -53,7 +53,8 @@ class TrainConfig(BaseModel):
         None, ge=1, description="stop after N validations without a better NDCG@10"
     )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp16; always fp32 on CPU"
+        "auto", description="auto: bf16 on GPUs that support it, else fp16; on a CPU bf16 "
+        "where it has AMX (about 1.6-2x faster training), else fp32"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_gpus: int = Field(0, ge=0, le=64, description="GPUs for one run (0 = all visible); "
@@ -152,10 +153,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-5, "batch_size": 8, "epochs": 2, "eval_steps": 100,
         "max_length": 512, "max_train_pairs": None, "precision": "auto",
     },
-    # Minutes on a laptop CPU: all-MiniLM-L6 trains ~14 pairs/s on 2 idle cores at ~128 tokens.
+    # Minutes on a laptop CPU: all-MiniLM-L6 trains ~17 pairs/s on 2 idle cores at 128 tokens in
+    # fp32, ~27 in bf16 where the CPU has AMX (precision auto; bench/results/train_cpu_bf16.log).
     "CPU quick": {
         "learning_rate": 5e-5, "batch_size": 16, "epochs": 1, "eval_steps": 25,
-        "max_length": 128, "max_train_pairs": 1200, "device": "cpu", "precision": "fp32",
+        "max_length": 128, "max_train_pairs": 1200, "device": "cpu", "precision": "auto",
         "logging_steps": 5,
     },
     # Throughput on one GPU: a batch big enough to keep the card busy, lr by scaled_lr.
@@ -180,7 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # head skips the distillation (teacher auto) and fine-tunes on all pairs.
 PRESETS["CPU recommended"] = {
     "learning_rate": 5e-5, "batch_size": 16, "epochs": 1, "eval_steps": 60,
-    "max_length": 128, "max_train_pairs": None, "device": "cpu", "precision": "fp32",
+    "max_length": 128, "max_train_pairs": None, "device": "cpu", "precision": "auto",
     "logging_steps": 5, "distill_teacher": "auto", "distill_epochs": 1,
     "distill_docs_per_query": 5, "distill_corpus": "auto", "distill_corpus_top_k": 30,
     "distill_pseudo_queries": 300,
@@ -202,8 +204,8 @@ DEFAULT_GPU_PRESET = "GPU recommended"
 PRESET_NOTES = {
     "Guide default": "lr 3e-5, batch 8, 2 epochs, validate every 100 steps, max length 512.",
     "CPU quick": "max length 128, 1 epoch, at most 1,200 training pairs, batch 16, validated "
-    "every 25 steps: a few minutes on an idle CPU (all-MiniLM-L6 trains about 14 pairs/s on "
-    "2 cores), longer when other jobs share it.",
+    "every 25 steps: a few minutes on an idle CPU (all-MiniLM-L6 trains about 17 pairs/s on "
+    "2 cores in fp32, about 27 in bf16 on CPUs with AMX), longer when other jobs share it.",
     "GPU throughput": "batch 256, max length 256, bf16, pre-tokenised length-bucketed batches; "
     "learning rate 8.5e-5 = 3e-5 x sqrt(256 / 32) (square-root scaling from the guide's batch "
     "32) with 10% warmup. The Checks' memory estimate for all-MiniLM-L6: about 8.6 GiB (fits a "
@@ -366,8 +368,13 @@ def config_warnings(
                 )
     cpu_only = cfg.device == "cpu" or gpu_available is False
     if cpu_only and cfg.precision in ("fp16", "bf16"):
-        out.append(f"precision {cfg.precision} is ignored on CPU: fp32 is used (half precision "
-                   "is several times slower there)")
+        from lib.training.cpu_bf16 import cpu_precision
+
+        if cpu_precision(cfg.precision) != cfg.precision:
+            why = ("this CPU has no AMX, where bf16 is several times slower" if
+                   cfg.precision == "bf16" else "fp16 has no fast CPU kernels; auto or bf16 "
+                   "trains in bf16 on CPUs with AMX")
+            out.append(f"precision {cfg.precision} is ignored on CPU: fp32 is used ({why})")
     if cfg.device == "cuda" and gpu_available is False:
         out.append("device cuda was asked for but no GPU is visible: the run will fail to start")
     if cfg.pos_weight is not None and cfg.listwise:
