@@ -371,7 +371,7 @@ def config_warnings(
         from lib.training.cpu_bf16 import cpu_precision
 
         if cpu_precision(cfg.precision) != cfg.precision:
-            why = ("this CPU has no AMX, where bf16 is several times slower" if
+            why = ("no AMX on this CPU, where bf16 is expected to be slower" if
                    cfg.precision == "bf16" else "fp16 has no fast CPU kernels; auto or bf16 "
                    "trains in bf16 on CPUs with AMX")
             out.append(f"precision {cfg.precision} is ignored on CPU: fp32 is used ({why})")

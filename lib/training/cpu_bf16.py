@@ -2,8 +2,9 @@
 
 On CPUs with AMX tiles (Intel Sapphire Rapids and later) oneDNN runs bf16 matrix products on
 them: all-MiniLM-L6 at 128 tokens, batch 16, trained 1.6-2.1x faster under bf16 autocast on the
-2-core build machine, and scored 2.8x faster. Without AMX, bf16 is emulated or runs on AVX-512
-BF16 dot products only, and was several times slower (an AVX-512 BF16 EPYC), so fp32 stays.
+2-core build machine, and scored 2.8x faster. Without AMX, bf16 runs on AVX-512 BF16 dot
+products or is emulated; the project's earlier notes found CPU half precision several times
+slower there (not re-measured: no such machine here), so fp32 stays.
 `RERANKER_STUDIO_CPU_BF16=0|1` overrides the detection (e.g. to compare both on one machine).
 """
 
