@@ -66,6 +66,8 @@ def train_fold(train: pd.DataFrame, cfg: TrainConfig, max_label: int, out_dir: P
 
     set_seed(cfg.seed)
     device, precision = resolve_device(cfg)
+    if device == "cpu":  # the finder's figures were measured in fp32; CPU bf16 not yet
+        precision = "fp32"
     n_threads, threads_line = choose_threads(cfg.cpu_threads, device)  # as training runs do
     if n_threads:
         torch.set_num_threads(n_threads)
