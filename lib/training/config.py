@@ -367,14 +367,11 @@ def config_warnings(
                     "runs only at the start and at the end"
                 )
     cpu_only = cfg.device == "cpu" or gpu_available is False
-    if cpu_only and cfg.precision in ("fp16", "bf16"):
-        from lib.training.cpu_bf16 import cpu_precision
+    if cpu_only:
+        from lib.training.cpu_bf16 import cpu_fallback_note
 
-        if cpu_precision(cfg.precision) != cfg.precision:
-            why = ("no AMX on this CPU, where bf16 is expected to be slower" if
-                   cfg.precision == "bf16" else "fp16 has no fast CPU kernels; auto or bf16 "
-                   "trains in bf16 on CPUs with AMX")
-            out.append(f"precision {cfg.precision} is ignored on CPU: fp32 is used ({why})")
+        if note := cpu_fallback_note(cfg.precision):
+            out.append(note)
     if cfg.device == "cuda" and gpu_available is False:
         out.append("device cuda was asked for but no GPU is visible: the run will fail to start")
     if cfg.pos_weight is not None and cfg.listwise:

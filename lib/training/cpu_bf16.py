@@ -43,3 +43,13 @@ def cpu_precision(requested: str) -> str:
     """The precision a CPU run trains in: bf16 for `auto` or `bf16` where it is fast, else fp32
     (fp16 autocast on CPU has no fast kernels on these machines)."""
     return "bf16" if requested in ("auto", "bf16") and cpu_bf16_is_fast() else "fp32"
+
+
+def cpu_fallback_note(requested: str) -> str | None:
+    """Why a CPU run does not train in the precision asked for; None when it does (or `auto`)."""
+    if requested not in ("fp16", "bf16") or cpu_precision(requested) == requested:
+        return None
+    why = ("no AMX on this CPU (or RERANKER_STUDIO_CPU_BF16=0), where bf16 is expected to be "
+           "slower" if requested == "bf16" else "fp16 has no fast CPU kernels; auto or bf16 "
+           "trains in bf16 on CPUs with AMX")
+    return f"precision {requested} is ignored on CPU: fp32 is used ({why})"

@@ -36,17 +36,17 @@ def resolve_device(cfg: TrainConfig) -> tuple[str, str]:
     fast (AMX, lib.training.cpu_bf16), else fp32."""
     import torch
 
-    from lib.training.cpu_bf16 import cpu_precision
+    from lib.training.cpu_bf16 import cpu_fallback_note, cpu_precision
 
     has_cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not has_cuda:
         raise RuntimeError("device 'cuda' was asked for but no GPU is visible to the worker")
     device = "cuda" if has_cuda and cfg.device != "cpu" else "cpu"
     if device == "cpu":
-        precision = cpu_precision(cfg.precision)
-        if cfg.precision in ("fp16", "bf16") and precision != cfg.precision:
-            _log(f"precision {cfg.precision} is slow on this CPU (no AMX): training in fp32")
-        return device, precision
+        note = cpu_fallback_note(cfg.precision)
+        if note:
+            _log(note)
+        return device, cpu_precision(cfg.precision)
     bf16_ok = torch.cuda.is_bf16_supported()
     if cfg.precision == "auto":
         return device, "bf16" if bf16_ok else "fp16"
